@@ -8,6 +8,7 @@ has no holes: an absent cell is an empty `Cell` with text ""). Header rows are t
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 from tabvlm.errors import TableError
@@ -46,16 +47,21 @@ class Table:
         grid: list[list[Cell | None]] = [[None] * self.n_cols for _ in range(self.n_rows)]
         for c in self.cells:
             if c.rowspan < 1 or c.colspan < 1:
-                raise TableError(f"cell at ({c.row}, {c.col}) has span {c.rowspan}x{c.colspan}; spans are >= 1")
+                raise TableError(
+                    f"cell at ({c.row}, {c.col}) has span {c.rowspan}x{c.colspan}; spans are >= 1"
+                )
             if c.row < 0 or c.col < 0 or c.end_row > self.n_rows or c.end_col > self.n_cols:
                 raise TableError(
                     f"cell at ({c.row}, {c.col}) spanning {c.rowspan}x{c.colspan} leaves the "
-                    f"{self.n_rows}x{self.n_cols} grid")
+                    f"{self.n_rows}x{self.n_cols} grid"
+                )
             for r in range(c.row, c.end_row):
                 for k in range(c.col, c.end_col):
                     if grid[r][k] is not None:
                         o = grid[r][k]
-                        raise TableError(f"cells at ({o.row}, {o.col}) and ({c.row}, {c.col}) overlap at ({r}, {k})")
+                        raise TableError(
+                            f"cells at ({o.row}, {o.col}) and ({c.row}, {c.col}) overlap at ({r}, {k})"
+                        )
                     grid[r][k] = c
         return grid
 
@@ -79,3 +85,15 @@ class Table:
     @property
     def has_blank(self) -> bool:
         return any(not c.text.strip() for c in self.cells)
+
+
+# Caps that keep a hostile or degenerate table (colspan="100000", one huge ragged row) from
+# allocating an absurd grid; parsers clip spans to MAX_SPAN and refuse grids over MAX_SLOTS.
+MAX_SPAN = 1000
+MAX_SLOTS = 1 << 20
+
+
+def normalize_text(text: str) -> str:
+    """Cell text as every view stores it: NFC, whitespace runs (any Unicode space, newlines)
+    collapsed to one space, stripped."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
