@@ -1,0 +1,493 @@
+"""From images and conversations to training batches: preprocess, loss masks, collate, packing.
+
+Two sources feed the trainer through the same sample format:
+- `JsonlDataset`: canonical jsonl records (user data), map-style.
+- `SynthStream`: synthesize + render tables on the fly, an infinite IterableDataset that gives
+  every DataLoader worker and every DDP rank its own reproducible share, and resumes exactly.
+
+A sample is a dict:
+  pixel_values  (n_images, 3, S, S) float32 in [-1, 1]   (n_images is 0 or 1 here)
+  input_ids     (T,) int64
+  labels        (T,) int64: -100 except the assistant turns' content tokens and their `<|im_end|>`
+`collate` pads samples into a batch; `pack` concatenates several samples into each row instead.
+
+How the model finds the images: each image's place in the token sequence is a run of
+`n_image_tokens` `<|image_pad|>` tokens, and the splice fills those tokens in order across the
+whole batch (row-major). So `pixel_values` always lists the images in the order their pad runs
+appear in `input_ids` read row by row: one per sample for `collate`, several per row for `pack`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tabvlm.data.fonts import FontSet, discover_fonts
+from tabvlm.data.records import read_records
+from tabvlm.data.render import RenderConfig, render
+from tabvlm.data.synth import SynthConfig, synthesize
+from tabvlm.errors import ConfigError, DataError, TabVLMError
+from tabvlm.tables.grid import Table
+from tabvlm.tables.html import to_html
+from tabvlm.tables.otsl import to_otsl
+from tabvlm.tables.views import to_markdown
+from tabvlm.tasks import IMAGE_PLACEHOLDER, user_prompt
+from tabvlm.tokenizer import TableTokenizer
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # labels value the loss skips (torch's cross_entropy default)
+
+Sample = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB, with transparent parts composited on white (a plain convert would make them black)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16"):  # 16-bit grey: keep the top byte (a plain convert clips to white)
+        return Image.fromarray((np.asarray(img) >> 8).astype(np.uint8)).convert("RGB")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return img.convert("RGB")
+
+
+def fit_image(img: Image.Image, size: int) -> Image.Image:
+    """RGB `size` x `size` PIL image: longer side resized to `size` (aspect kept), then padded
+    with white on the right and bottom.
+
+    The table sits at the top-left corner so that text positions stay where a top-left origin
+    puts them whatever the aspect; padding only ever extends the right or bottom edge.
+    """
+    img = _to_rgb(img)
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise DataError(f"image is {w}x{h}; expected a non-empty image")
+    scale = size / max(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        # reducing_gap=2: a cheap box reduce first on large downscales, then bicubic (Pillow: "close
+        # to fair resampling"); ~1.5x faster on page-sized inputs
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    if (new_w, new_h) == (size, size):
+        return img
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(img, (0, 0))
+    return canvas
+
+
+def _normalise(arr: np.ndarray) -> torch.Tensor:
+    """uint8 (..., S, S, 3) -> float32 (..., 3, S, S) in [-1, 1] (SigLIP: mean = std = 0.5)."""
+    # numpy, not torch: on a few busy CPU cores torch's threaded permute+cast is ~50x slower here
+    chw = np.ascontiguousarray(np.moveaxis(arr, -1, -3)).astype(np.float32)
+    return torch.from_numpy(chw / np.float32(127.5) - np.float32(1.0))
+
+
+def preprocess_image(img: Image.Image, size: int) -> torch.Tensor:
+    """Image -> (3, size, size) float32 in [-1, 1]: `fit_image` then SigLIP normalisation
+    (x / 127.5 - 1). White padding is exactly 1.0."""
+    return _normalise(np.asarray(fit_image(img, size), dtype=np.uint8))  # (3, S, S)
+
+
+def preprocess_images(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """Batched `preprocess_image`: (N, 3, size, size)."""
+    if not images:
+        return torch.empty(0, 3, size, size)
+    return _normalise(np.stack([np.asarray(fit_image(im, size), dtype=np.uint8) for im in images]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversations -> token ids + loss mask
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_conversation(
+    tokenizer: TableTokenizer,
+    conversations: Sequence[dict[str, str]],
+    n_image_tokens: int,
+    max_len: int,
+    n_images: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Chat-template a conversation and mask the loss to what the assistant says.
+
+    Returns `input_ids` (T,) and `labels` (T,) int64 with `labels[t] = input_ids[t]` on every
+    assistant turn's content tokens and on the `<|im_end|>` closing it (so the model learns to
+    stop), and -100 everywhere else: system/user turns, the `<|im_start|>assistant\\n` headers,
+    the image tokens, the newline after `<|im_end|>`. Labels are aligned with `input_ids` (not
+    shifted); the model shifts them.
+
+    The text comes from `tokenizer.chat_prompt`; each `<image>` becomes `n_image_tokens`
+    `<|image_pad|>` tokens via `tokenizer.expand_image`. The text is encoded piece by piece
+    (context up to and including each assistant header, then the answer), so an answer's tokens
+    are exactly what generation after the `<|im_start|>assistant\\n` prompt would produce.
+
+    `n_images`: when given, the number of `<image>` placeholders must equal it (a record with one
+    image and no placeholder, or two, would break the splice later).
+    Raises DataError when the sequence is longer than `max_len`. It is never truncated: cutting
+    the answer would teach a wrong table, cutting the image tokens would break the splice.
+    """
+    msgs = [{"role": m["role"], "content": m["content"]} for m in conversations]
+    if not any(m["role"] == "assistant" for m in msgs):
+        raise DataError("conversation has no assistant turn; nothing to learn from")
+    found = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in msgs)
+    if n_images is not None and found != n_images:
+        raise DataError(f"expected {n_images} {IMAGE_PLACEHOLDER} placeholder(s), found {found}")
+    if any(IMAGE_PLACEHOLDER in m["content"] for m in msgs if m["role"] == "assistant"):
+        raise DataError(f"an assistant turn contains {IMAGE_PLACEHOLDER}; images belong to user turns")
+    end_tok = tokenizer.id_to_token(tokenizer.eos_id)  # "<|im_end|>"
+
+    ids: list[int] = []
+    labels: list[int] = []
+    done = ""  # chat text encoded so far
+
+    def context(text: str) -> None:  # masked text
+        piece = tokenizer.encode(tokenizer.expand_image(text, n_image_tokens)) if text else []
+        ids.extend(piece)
+        labels.extend([IGNORE_INDEX] * len(piece))
+
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        head = tokenizer.chat_prompt(msgs[:i], add_generation_prompt=True)  # ends "...assistant\n"
+        full = tokenizer.chat_prompt(msgs[: i + 1], add_generation_prompt=False)
+        answer = m["content"] + end_tok
+        if not (head.startswith(done) and full.startswith(head) and full[len(head) :].startswith(answer)):
+            raise TabVLMError(f"the tokenizer's chat template does not nest around turn {i} (assistant)")
+        context(head[len(done) :])
+        piece = tokenizer.encode(answer)
+        ids.extend(piece)
+        labels.extend(piece)
+        done = head + answer
+    context(tokenizer.chat_prompt(msgs, add_generation_prompt=False)[len(done) :])
+
+    if len(ids) > max_len:
+        raise DataError(f"sequence has {len(ids)} tokens, more than max_len={max_len}")
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+# ---------------------------------------------------------------------------------------------
+
+
+def _stack_images(samples: Sequence[Sample]) -> torch.Tensor | None:
+    """All samples' images in order, (N_images, 3, S, S); None when there are none."""
+    images = [s["pixel_values"] for s in samples if s["pixel_values"].shape[0] > 0]
+    return torch.cat(images) if images else None
+
+
+def collate(samples: Sequence[Sample], pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, Any]:
+    """Right-pad samples into a training batch.
+
+    Returns input_ids (B, T) padded with `pad_id`, attention_mask (B, T) int64 (1 = real token),
+    labels (B, T) with -100 on padding, pixel_values (N_images, 3, S, S) (N_images = B when every
+    sample has one image; None for a text-only batch). T is the longest sample rounded up to
+    `pad_to_multiple_of` (a few fixed lengths keep `torch.compile` from recompiling every step).
+    """
+    if not samples:
+        raise DataError("collate got no samples")
+    longest = max(len(s["input_ids"]) for s in samples)
+    t = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    b = len(samples)
+    input_ids = torch.full((b, t), pad_id, dtype=torch.long)
+    labels = torch.full((b, t), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((b, t), dtype=torch.long)
+    for i, s in enumerate(samples):
+        n = len(s["input_ids"])
+        input_ids[i, :n] = s["input_ids"]
+        labels[i, :n] = s["labels"]
+        attention_mask[i, :n] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "pixel_values": _stack_images(samples),
+    }
+
+
+def pack(samples: Sequence[Sample], max_len: int, pad_id: int) -> dict[str, Any]:
+    """Pack samples into as few rows of exactly `max_len` tokens as first-fit allows.
+
+    Returns the `collate` keys plus segment_ids (R, max_len) int64: 1, 2, ... for the samples of
+    a row in order, 0 on the padding at the row's end. The model attends only within a segment
+    and restarts positions at each one, so packed samples never see each other; labels stay
+    aligned with their own tokens (each segment's labels are its sample's, unshifted). The
+    number of rows R <= len(samples) varies with the lengths; every row has the fixed width.
+    pixel_values lists the images row by row, left to right (the order of their pad runs).
+    First-fit keeps the samples' order inside each row, so the packing is deterministic.
+    """
+    rows: list[list[Sample]] = []
+    room: list[int] = []
+    for s in samples:
+        n = len(s["input_ids"])
+        if n > max_len:
+            raise DataError(f"sample has {n} tokens, more than the packing length {max_len}")
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(s)
+                room[r] -= n
+                break
+        else:
+            rows.append([s])
+            room.append(max_len - n)
+    shape = (len(rows), max_len)
+    input_ids = torch.full(shape, pad_id, dtype=torch.long)
+    labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+    segment_ids = torch.zeros(shape, dtype=torch.long)
+    for r, row in enumerate(rows):
+        pos = 0
+        for k, s in enumerate(row, start=1):
+            n = len(s["input_ids"])
+            input_ids[r, pos : pos + n] = s["input_ids"]
+            labels[r, pos : pos + n] = s["labels"]
+            segment_ids[r, pos : pos + n] = k
+            pos += n
+    return {
+        "input_ids": input_ids,
+        "attention_mask": (segment_ids > 0).long(),
+        "labels": labels,
+        "segment_ids": segment_ids,
+        "pixel_values": _stack_images([s for row in rows for s in row]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Jsonl records (map-style)
+# ---------------------------------------------------------------------------------------------
+
+
+def load_image(path: Path, file: str | None = None, line: int | None = None) -> Image.Image:
+    """Open and fully decode an image; DataError naming the record's file:line when it cannot."""
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated file fails here, not later in a worker
+            return im.copy()
+    except FileNotFoundError as e:
+        raise DataError(f"image not found: {path}", file, line) from e
+    except Image.DecompressionBombError as e:
+        raise DataError(f"image {path} is over PIL's decompression-bomb limit ({e})", file, line) from e
+    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+        raise DataError(f"unreadable or corrupt image {path}: {e}", file, line) from e
+
+
+class JsonlDataset(torch.utils.data.Dataset):
+    """Canonical jsonl records (see `tabvlm.data.records`) as training samples; records keep
+    their own prompts (table, formula, chart, OCR, text-only).
+
+    Records are parsed when the dataset is built; images are opened and tokens counted per item.
+    `on_error`:
+    - "raise": a bad line, a corrupt image or a sequence over `max_len` raises DataError with
+      file:line.
+    - "skip": bad lines are dropped when reading; a bad item at index i is logged (file:line and
+      why) and replaced by the next good one (i+1, i+2, ... wrapping), so what index i yields is a
+      pure function of the file: the same in every worker, run and epoch.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        tokenizer: TableTokenizer,
+        image_size: int,
+        n_image_tokens: int,
+        max_len: int,
+        on_error: Literal["raise", "skip"] = "raise",
+    ):
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error: expected 'raise' or 'skip', found {on_error!r}")
+        self.path = Path(path)
+        self.tokenizer, self.image_size = tokenizer, image_size
+        self.n_image_tokens, self.max_len, self.on_error = n_image_tokens, max_len, on_error
+        errors: list[DataError] | None = [] if on_error == "skip" else None
+        self.records = list(read_records(self.path, errors=errors))
+        for e in errors or []:
+            logger.warning("skipped record: %s", e)
+        if not self.records:
+            raise DataError("no usable record", str(self.path))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> Sample:
+        """Sample of record `index`; DataError (file:line) when its image or length is bad."""
+        rec = self.records[index]
+        n_images = 0 if rec.image is None else 1
+        try:
+            enc = encode_conversation(
+                self.tokenizer, rec.conversations, self.n_image_tokens, self.max_len, n_images=n_images
+            )
+        except DataError as e:
+            raise DataError(e.reason, rec.file, rec.line) from e
+        if rec.image is None:
+            pixel_values = torch.empty(0, 3, self.image_size, self.image_size)
+        else:
+            img = load_image(rec.image, rec.file, rec.line)
+            pixel_values = preprocess_image(img, self.image_size)[None]  # (1, 3, S, S)
+        return {"pixel_values": pixel_values, **enc}
+
+    def __getitem__(self, index: int) -> Sample:
+        n = len(self.records)
+        if not -n <= index < n:  # IndexError also ends plain iteration over the dataset
+            raise IndexError(f"index {index} out of range for {n} records")
+        for k in range(n):
+            try:
+                return self.load((index + k) % n)
+            except DataError as e:
+                if self.on_error == "raise":
+                    raise
+                logger.warning("skipped record: %s", e)
+        raise DataError("every record failed to load", str(self.path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic tables, streamed
+# ---------------------------------------------------------------------------------------------
+
+# What a synthetic sample can ask for, and how its answer is written from the grid.
+SYNTH_TASKS: dict[str, Callable[[Table], str]] = {"html": to_html, "otsl": to_otsl, "markdown": to_markdown}
+MAX_ATTEMPTS = 16  # redraws of one sample index whose sequence is over max_len
+
+
+@dataclass
+class DataConfig:
+    """Knobs of the training data: synthetic tables, their rendering, the task mix, lengths.
+
+    `image_size` must equal the model's `vision.image_size`, and the image-token count passed to
+    the datasets its `ModelConfig.image_tokens`.
+    """
+
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    # Task -> weight for synthetic samples (normalised); answers are to_html / to_otsl / to_markdown.
+    tasks: dict[str, float] = field(default_factory=lambda: {"html": 1.0})
+    image_size: int = 512
+    max_len: int = 2048  # tokens per sample, image tokens included; longer ones are redrawn
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in SYNTH_TASKS]
+        if unknown:
+            raise ConfigError(
+                f"data.tasks: unknown synthetic task(s) {unknown}; known: {', '.join(SYNTH_TASKS)}"
+            )
+        weights = list(self.tasks.values())
+        if not weights or any(not isinstance(w, (int, float)) or w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(
+                f"data.tasks: expected non-negative weights with a positive sum, found {self.tasks}"
+            )
+        if self.image_size < 1 or self.max_len < 1:
+            raise ConfigError(
+                f"data: image_size and max_len must be >= 1, found {self.image_size}, {self.max_len}"
+            )
+
+
+def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
+    """A 64-bit seed for sample `index` of stream `seed`: a stable hash (blake2b), the same in
+    every process and Python version (unlike the salted built-in `hash`)."""
+    digest = hashlib.blake2b(f"tabvlm-synth/{seed}/{index}/{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class SynthStream(torch.utils.data.IterableDataset):
+    """An endless stream of synthetic table samples, reproducible and split across workers/ranks.
+
+    Sample `g` (a global index) is a pure function of (`cfg.seed`, g): `sample(g)` draws it with
+    `random.Random(sample_seed(seed, g))`. Rank r of `world_size` owns g = j * world_size + r;
+    its j-th sample is the j-th one the trainer consumes on that rank, whatever `num_workers`:
+    DataLoader asks its workers for batches round-robin, so worker w of W makes the loader's
+    batches w, w + W, w + 2W, ... each of `batch_size` consecutive j's. Hence:
+    - workers and ranks never repeat each other's samples;
+    - the stream is the same with 0, 1 or 8 workers;
+    - `start=c` resumes exactly after c consumed samples on this rank (j starts at c).
+    `batch_size` must be the DataLoader's batch_size (1 when it does no batching). A sample whose
+    sequence exceeds `cfg.max_len` is redrawn (next attempt seed, logged), so every index yields.
+    """
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        tokenizer: TableTokenizer,
+        n_image_tokens: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+        batch_size: int = 1,
+        fonts: FontSet | None = None,
+    ):
+        if not 0 <= rank < world_size or start < 0 or batch_size < 1:
+            raise ConfigError(
+                f"SynthStream: need 0 <= rank < world_size, start >= 0, batch_size >= 1; "
+                f"found rank={rank}, world_size={world_size}, start={start}, batch_size={batch_size}"
+            )
+        self.cfg, self.tokenizer, self.n_image_tokens = cfg, tokenizer, n_image_tokens
+        self.rank, self.world_size, self.start, self.batch_size = rank, world_size, start, batch_size
+        # Found once here, so a missing CJK font stops the run at start, not inside a worker.
+        self.fonts = (
+            fonts
+            if fonts is not None
+            else discover_fonts(
+                cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.synth.zh_rate > 0
+            )
+        )
+        self._tasks = [t for t, w in cfg.tasks.items() if w > 0]
+        self._weights = [cfg.tasks[t] for t in self._tasks]
+
+    def sample(self, index: int) -> Sample:
+        """The sample at global `index` (also carries `index` and `task`)."""
+        for attempt in range(MAX_ATTEMPTS):
+            rng = random.Random(sample_seed(self.cfg.seed, index, attempt))
+            table = synthesize(rng, self.cfg.synth)
+            task = rng.choices(self._tasks, self._weights)[0]
+            conv = [
+                {"role": "user", "content": user_prompt(task)},
+                {"role": "assistant", "content": SYNTH_TASKS[task](table)},
+            ]
+            try:  # tokens before pixels: a sample that is too long costs no rendering
+                enc = encode_conversation(
+                    self.tokenizer, conv, self.n_image_tokens, self.cfg.max_len, n_images=1
+                )
+            except DataError as e:
+                logger.warning("synthetic sample %d, attempt %d redrawn: %s", index, attempt, e)
+                continue
+            image = render(table, rng, self.cfg.render, self.fonts).image
+            pixel_values = preprocess_image(image, self.cfg.image_size)[None]  # (1, 3, S, S)
+            return {"pixel_values": pixel_values, **enc, "index": index, "task": task}
+        raise DataError(
+            f"synthetic sample {index}: {MAX_ATTEMPTS} draws were all over max_len={self.cfg.max_len} "
+            "tokens; raise data.max_len or shrink synth.rows / synth.cols"
+        )
+
+    def local_indices(self, worker: int, num_workers: int) -> Iterator[int]:
+        """This rank's global indices that worker `worker` of `num_workers` makes, in order."""
+        b = self.batch_size
+        for block in itertools.count(worker, num_workers):  # the loader's batch numbers
+            for i in range(b):
+                j = self.start + block * b + i  # position in this rank's consumed stream
+                yield j * self.world_size + self.rank
+
+    def __iter__(self) -> Iterator[Sample]:
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index in self.local_indices(worker, num_workers):
+            yield self.sample(index)

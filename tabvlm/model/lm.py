@@ -1,0 +1,270 @@
+"""The language model: a decoder-only Llama/Qwen3-family transformer, and its KV cache.
+
+RMSNorm, rotary position embeddings (precomputed cos/sin tables indexed by position ids, so the
+graph is shape-static and `torch.compile` has no data-dependent branch to trip on), grouped-query
+attention through `F.scaled_dot_product_attention`, SwiGLU MLP, optional QK-norm (Qwen3).
+Parameter names follow transformers' Llama/Qwen3 (`embed_tokens`, `layers.N.self_attn.q_proj`,
+`...q_norm`, `...mlp.gate_proj`, `...input_layernorm`, `norm`). The LM head lives in `TabVLM`.
+
+Masks and positions: `attention_mask` (B, past+T) is 1 for real tokens (left padding allowed) and
+positions are `cumsum(mask) - 1`; `segment_ids` (B, T) packs several samples into one row, with
+attention kept inside each segment and positions restarting at each segment start.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tabvlm.errors import TabVLMError
+from tabvlm.model.config import LMConfig
+
+
+class KVCache:
+    """Preallocated keys and values for every layer, (B, n_kv, max_len, head_dim), and a length.
+
+    Each forward writes its T new keys/values at `[length, length+T)` in every layer, then the
+    model advances `length` by T. Generation code owns the cache; the model only fills it.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        batch: int,
+        num_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        shape = (batch, num_kv_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.keys[0].shape[2]
+
+    @property
+    def batch(self) -> int:
+        return self.keys[0].shape[0]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's k, v (B, n_kv, T, hd) for `layer`; return all keys/values so far."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise TabVLMError(f"KV cache full: {end} positions needed, max_len is {self.max_len}")
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]  # (B, n_kv, past+T, hd)
+
+    def advance(self, n: int) -> None:
+        """Mark `n` more positions as filled (called once per forward, after every layer)."""
+        self.length += n
+
+
+def positions_and_mask(
+    batch: int,
+    length: int,
+    past: int,
+    attention_mask: torch.Tensor | None,
+    segment_ids: torch.Tensor | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Position ids (B, T) and a boolean SDPA mask (B, 1, T, past+T), True = may attend.
+
+    The mask is None when plain causal attention suffices (no padding, no packing, nothing
+    cached). Every query may attend to itself, so a padded query row is never fully masked
+    (SDPA would turn that row into NaN, which then leaks into gradients and the cache).
+    """
+    T, S = length, past + length
+    q_idx = past + torch.arange(T, device=device)  # (T,)
+    k_idx = torch.arange(S, device=device)  # (S,)
+    allowed = (k_idx[None, :] <= q_idx[:, None])[None]  # (1, T, S) causal
+    if segment_ids is not None:
+        idx = torch.arange(T, device=device).expand(batch, T)  # (B, T)
+        starts = torch.ones_like(segment_ids, dtype=torch.bool)
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+        # The start index of each token's segment: a running max of the starts seen so far.
+        seg_start = torch.cummax(torch.where(starts, idx, 0), dim=1).values
+        positions = idx - seg_start
+        allowed = allowed & (segment_ids[:, :, None] == segment_ids[:, None, :])  # (B, T, S)
+        if attention_mask is not None:
+            allowed = allowed & attention_mask.bool()[:, None, :]
+    elif attention_mask is not None:
+        if attention_mask.shape != (batch, S):
+            raise TabVLMError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected ({batch}, {S}) "
+                f"(past {past} + current {T} tokens)"
+            )
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T)
+        allowed = allowed & attention_mask.bool()[:, None, :]  # (B, T, S)
+    else:
+        positions = q_idx[None].expand(batch, T)
+        if past == 0:
+            return positions, None
+    allowed = allowed | (k_idx[None, :] == q_idx[:, None])[None]  # a query always sees itself
+    return positions, allowed[:, None]  # (B or 1, 1, T, S)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale, computed in fp32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables (max_positions, head_dim), looked up by position ids."""
+
+    def __init__(self, head_dim: int, max_positions: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # (P, hd/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (P, hd): the rotate-half layout of Llama
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[positions], self.sin[positions]  # (B, T, hd) each
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, H, T, hd) by the per-position angles (B, T, hd)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos[:, None].to(x.dtype) + rotated * sin[:, None].to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Grouped-query causal self-attention with RoPE and optional QK-norm."""
+
+    def __init__(self, cfg: LMConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
+        self.head_dim = cfg.attn_head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * self.head_dim, cfg.hidden_size, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        self.qk_norm = cfg.qk_norm
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or n_kv, T, hd)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past+T, hd)
+        # Repeat each kv head for its query group (works on every torch >= 2.4).
+        rep = self.num_heads // self.num_kv_heads
+        k = k.repeat_interleave(rep, dim=1)  # (B, H, S, hd)
+        v = v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: LMConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer_idx)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LanguageModel(nn.Module):
+    """Token embeddings + decoder stack + final norm; returns hidden states (B, T, C)."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(cfg.attn_head_dim, cfg.max_position_embeddings, cfg.rope_theta)
+
+    def new_cache(
+        self, batch: int, max_len: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
+        """An empty cache for `batch` rows of up to `max_len` positions (model device/dtype by default)."""
+        w = self.embed_tokens.weight
+        return KVCache(
+            self.config.num_layers,
+            batch,
+            self.config.num_kv_heads,
+            max_len,
+            self.config.attn_head_dim,
+            device=device or w.device,
+            dtype=dtype or w.dtype,
+        )
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        B, T, _ = inputs_embeds.shape
+        if segment_ids is not None and cache is not None:
+            raise TabVLMError("segment_ids (packed training) cannot be combined with a KV cache")
+        past = cache.length if cache is not None else 0
+        positions, mask = positions_and_mask(B, T, past, attention_mask, segment_ids, inputs_embeds.device)
+        cos, sin = self.rotary_emb(positions)  # (B, T, hd)
+        x = inputs_embeds
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, cache)
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x)  # (B, T, C)

@@ -1,0 +1,192 @@
+"""TabVLM: vision tower -> connector -> image tokens spliced into the LM's token sequence.
+
+The prompt holds exactly `config.image_tokens` `<|image_pad|>` tokens (id `config.image_token_id`)
+per image; their embeddings are replaced, in order, by the projected image features. The splice
+is shape-static (`masked_scatter`), and a count mismatch is an error, never a silent truncation.
+
+Submodule names follow Idefics3/SmolVLM (`vision_model`, `connector`, `lm_head`) with the LM as
+`language_model`, so an export to transformers is a rename. Weights are saved as safetensors
+with `config.json` beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tabvlm.config import to_dict
+from tabvlm.errors import TabVLMError
+from tabvlm.model.config import ModelConfig, load_model_config
+from tabvlm.model.lm import KVCache, LanguageModel
+from tabvlm.model.projector import Connector
+from tabvlm.model.vision import VisionTransformer
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TOKENIZER_NAME = "tokenizer.json"
+IGNORE_INDEX = -100
+
+
+class ImageTokenMismatchError(TabVLMError):
+    """The prompt's `<|image_pad|>` count does not match the images given."""
+
+
+@dataclass
+class VLMOutput:
+    """logits (B, T, V); loss: mean next-token cross-entropy over labels != -100, or None."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class TabVLM(nn.Module):
+    """The table-to-HTML vision-language model."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.vision_model = VisionTransformer(config.vision)
+        self.connector = Connector(config)
+        self.language_model = LanguageModel(config.lm)
+        self.lm_head = nn.Linear(config.lm.hidden_size, config.lm.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if config.lm.tie_embeddings:
+            self.lm_head.weight = self.language_model.embed_tokens.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2 style: small normal weights, zero biases; norms keep their ones/zeros.
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def image_tokens(self) -> int:
+        """LM tokens one image becomes."""
+        return self.config.image_tokens
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) pixels -> (N, image_tokens, lm_hidden) image token embeddings."""
+        size = self.config.vision.image_size
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+            raise TabVLMError(
+                f"pixel_values has shape {tuple(pixel_values.shape)}, expected (N, 3, {size}, {size})"
+            )
+        return self.connector(self.vision_model(pixel_values))  # (N, image_tokens, C)
+
+    def embed(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, check: bool = True
+    ) -> torch.Tensor:
+        """Token embeddings (B, T, C) with the image features spliced over the `<|image_pad|>` slots.
+
+        Images fill the slots in order, row by row. `check` compares the counts (one host sync);
+        it is skipped while `torch.compile` traces, to keep the graph whole.
+        """
+        embeds = self.language_model.embed_tokens(input_ids)  # (B, T, C)
+        is_image = input_ids == self.config.image_token_id  # (B, T)
+        n_images = 0 if pixel_values is None else pixel_values.shape[0]
+        if check and not torch.compiler.is_compiling():
+            found = int(is_image.sum())
+            if found != n_images * self.image_tokens:
+                raise ImageTokenMismatchError(
+                    f"prompt has {found} <|image_pad|> tokens for {n_images} image(s) of "
+                    f"{self.image_tokens} tokens each (expected {n_images * self.image_tokens})"
+                )
+        if pixel_values is None:
+            return embeds
+        features = self.encode_images(pixel_values).to(embeds.dtype)  # (N, image_tokens, C)
+        return embeds.masked_scatter(is_image[..., None], features)  # (B, T, C)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> VLMOutput:
+        """Logits (B, T, V) for input_ids (B, T); loss when labels (B, T) are given.
+
+        attention_mask: (B, past+T), 1 = real token, left padding allowed; positions are
+        cumsum(mask) - 1. cache: keys/values are appended, so pass only the new tokens.
+        segment_ids: (B, T) sample index of each token in packed training rows (no cache).
+        labels: token ids aligned with input_ids (shifted inside), -100 = ignored.
+        """
+        # Decode steps (cache already filled, no new images) skip the count check and its sync.
+        check = pixel_values is not None or cache is None or cache.length == 0
+        embeds = self.embed(input_ids, pixel_values, check=check)
+        hidden = self.language_model(embeds, attention_mask, segment_ids, cache)  # (B, T, C)
+        logits = self.lm_head(hidden)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(),
+                labels[:, 1:].flatten(),
+                ignore_index=IGNORE_INDEX,
+            )
+        return VLMOutput(logits=logits, loss=loss)
+
+    def new_cache(
+        self, batch: int, max_len: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
+        """An empty KV cache for `batch` rows of up to `max_len` positions."""
+        return self.language_model.new_cache(batch, max_len, device=device, dtype=dtype)
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts: vision, projector, lm (head included unless tied), total."""
+
+        def count(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters())
+
+        lm = count(self.language_model)
+        if not self.config.lm.tie_embeddings:
+            lm += self.lm_head.weight.numel()
+        return {
+            "vision": count(self.vision_model),
+            "projector": count(self.connector),
+            "lm": lm,
+            "total": count(self),  # parameters() yields a tied weight once
+        }
+
+    def save_pretrained(self, directory: str | Path, tokenizer: Any = None) -> None:
+        """Write model.safetensors + config.json (+ tokenizer.json via `tokenizer.save`)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.config.lm.tie_embeddings:
+            del state["lm_head.weight"]  # the same tensor as embed_tokens: stored once
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        (directory / CONFIG_NAME).write_text(json.dumps(to_dict(self.config), indent=2) + "\n", encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save(str(directory / TOKENIZER_NAME))
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> TabVLM:
+        """Load a folder written by `save_pretrained`, in eval mode."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise TabVLMError(f"{directory}: no such model folder")
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise TabVLMError(f"{directory}: missing {name} (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+        model = cls(load_model_config(directory / CONFIG_NAME))
+        state = load_file(str(directory / WEIGHTS_NAME), device="cpu")
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        allowed_missing = {"lm_head.weight"} if model.config.lm.tie_embeddings else set()
+        if set(missing) - allowed_missing or unexpected:
+            raise TabVLMError(
+                f"{directory / WEIGHTS_NAME}: weights do not match {CONFIG_NAME}; "
+                f"missing {sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}"
+            )
+        return model.to(device=device, dtype=dtype).eval()

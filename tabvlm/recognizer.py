@@ -1,0 +1,179 @@
+"""The Python API: `TableRecognizer` turns table images into HTML, a grid, Markdown and CSV.
+
+    from tabvlm import TableRecognizer
+    rec = TableRecognizer.from_pretrained("models/tabvlm-base")
+    pred = rec.predict("table.png")
+    print(pred.html, pred.markdown)
+
+Images are preprocessed as in training (`tabvlm.data.dataset.preprocess_images`), batched, and
+decoded by `tabvlm.generate.generate` (constrained to well-formed tables by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from tabvlm.data.dataset import preprocess_images
+from tabvlm.errors import ConfigError, DataError, TableError, TabVLMError
+from tabvlm.generate import generate, image_prompt
+from tabvlm.model import TabVLM, load_model_config
+from tabvlm.tables.grid import Table
+from tabvlm.tables.html import parse_html, to_html
+from tabvlm.tables.views import to_csv, to_markdown
+from tabvlm.tokenizer import TableTokenizer, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path("models/tabvlm-base")
+
+ImageInput = str | Path | Image.Image
+
+
+@dataclass
+class Prediction:
+    """One image's result. `html` is canonical (`to_html(parse_html(raw))`); `raw` is what the
+    model wrote. When `raw` holds no table (unconstrained decoding), `table` is None and `html`,
+    `markdown`, `csv` are empty strings."""
+
+    html: str
+    raw: str
+    table: Table | None
+    markdown: str
+    csv: str
+    seconds: float  # this image's share of its batch's wall time
+    tokens: int  # generated tokens
+
+
+def load_image(image: ImageInput) -> Image.Image:
+    """A PIL image from a path or an image; DataError naming the path and the reason otherwise."""
+    if isinstance(image, Image.Image):
+        return image
+    path = Path(image)
+    try:
+        with Image.open(path) as img:
+            img.load()  # read now, inside the try: a truncated file fails here
+            return img
+    except FileNotFoundError as e:
+        raise DataError("no such image file", file=str(path)) from e
+    except IsADirectoryError as e:
+        raise DataError("is a directory, not an image", file=str(path)) from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"cannot read the image ({e})", file=str(path)) from e
+
+
+class TableRecognizer:
+    """A model + tokenizer pair, ready to read tables."""
+
+    def __init__(
+        self, model: TabVLM, tokenizer: TableTokenizer, max_new_tokens: int = 2048, constrain: bool = True
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.constrain = constrain
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        **kwargs: object,
+    ) -> TableRecognizer:
+        """Load a model folder (written by `TabVLM.save_pretrained`), or build random weights
+        (drawn from `seed`) from a config YAML (tests, benchmarks). `path=None`: the shipped
+        default model `models/tabvlm-base/`. Other keyword arguments go to the constructor."""
+        if path is None:
+            if not DEFAULT_MODEL_DIR.is_dir():
+                raise TabVLMError(
+                    f"no default model is shipped yet ({DEFAULT_MODEL_DIR}/ does not exist); pass a "
+                    "model folder written by TabVLM.save_pretrained, e.g. "
+                    "TableRecognizer.from_pretrained('runs/sft/final') or `tabvlm predict --model DIR`"
+                )
+            path = DEFAULT_MODEL_DIR
+        path = Path(path)
+        if path.is_dir():
+            model = TabVLM.from_pretrained(path, device=device)
+            tok_file = path / "tokenizer.json"
+            tokenizer = load_tokenizer(tok_file if tok_file.is_file() else None)
+        elif path.suffix in (".yaml", ".yml"):
+            config = load_model_config(path)
+            with torch.random.fork_rng(devices=[]):  # random weights from `seed`, global RNG untouched
+                torch.manual_seed(seed)
+                model = TabVLM(config)
+            model = model.to(device).eval()
+            tokenizer = load_tokenizer()
+        else:
+            raise ConfigError(f"{path}: expected a model folder or a config .yaml")
+        if tokenizer.vocab_size > model.config.lm.vocab_size:
+            raise ConfigError(
+                f"{path}: tokenizer has {tokenizer.vocab_size} ids but the model only "
+                f"{model.config.lm.vocab_size} (lm.vocab_size)"
+            )
+        return cls(model, tokenizer, **kwargs)  # type: ignore[arg-type]
+
+    def predict(self, image: ImageInput, task: str = "html", **generate_kwargs: object) -> Prediction:
+        """Read one image (a path or a PIL image)."""
+        return self.predict_many([image], batch_size=1, task=task, **generate_kwargs)[0]
+
+    def predict_many(
+        self,
+        images: Sequence[ImageInput],
+        batch_size: int = 8,
+        progress: bool = False,
+        task: str = "html",
+        **generate_kwargs: object,
+    ) -> list[Prediction]:
+        """Read many images, `batch_size` at a time (left-padded batches through `generate`).
+
+        `generate_kwargs` go to `tabvlm.generate.generate` (max_new_tokens, constrain,
+        temperature, top_p, generator, on_token...). An unreadable image raises DataError naming
+        it before any decoding; callers that want to skip such images load them first with
+        `load_image`."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1; found {batch_size}")
+        pil = [load_image(im) for im in images]
+        kwargs: dict[str, object] = {"max_new_tokens": self.max_new_tokens, "constrain": self.constrain}
+        kwargs.update(generate_kwargs)
+        if task != "html":
+            kwargs["constrain"] = False  # the grammar is the HTML table grammar
+        prompt = image_prompt(self.tokenizer, self.model.image_tokens, task)
+        size = self.model.config.vision.image_size
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(pil), unit="img", desc="predict")
+        out: list[Prediction] = []
+        for start in range(0, len(pil), batch_size):
+            chunk = pil[start : start + batch_size]
+            t0 = time.perf_counter()
+            pixel_values = preprocess_images(chunk, size)  # (b, 3, S, S)
+            gen = generate(self.model, self.tokenizer, pixel_values, [prompt] * len(chunk), **kwargs)  # type: ignore[arg-type]
+            seconds = (time.perf_counter() - t0) / len(chunk)
+            out += [_prediction(text, len(ids), seconds, task) for text, ids in zip(gen.texts, gen.tokens)]
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return out
+
+
+def _prediction(raw: str, tokens: int, seconds: float, task: str) -> Prediction:
+    """Canonicalise one raw output (HTML tasks); other tasks keep only `raw`."""
+    table = None
+    if task == "html":
+        try:
+            table = parse_html(raw)
+        except TableError as e:
+            logger.warning("output holds no table (%s)", e)
+    if table is None:
+        return Prediction("", raw, None, "", "", seconds, tokens)
+    return Prediction(to_html(table), raw, table, to_markdown(table), to_csv(table), seconds, tokens)

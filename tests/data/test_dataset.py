@@ -1,0 +1,351 @@
+"""Dataset: preprocessing, loss masks, collate, packing, jsonl records, the synthetic stream."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tabvlm.config import from_dict
+from tabvlm.data.dataset import (
+    IGNORE_INDEX,
+    DataConfig,
+    JsonlDataset,
+    SynthStream,
+    collate,
+    encode_conversation,
+    pack,
+    preprocess_image,
+    preprocess_images,
+)
+from tabvlm.data.synth import SynthConfig
+from tabvlm.errors import ConfigError, DataError
+from tabvlm.model.config import load_model_config
+from tabvlm.model.vlm import TabVLM
+from tabvlm.tasks import user_prompt
+from tabvlm.tokenizer import IM_END, load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = '<table><thead><tr><td colspan="2">年份 &amp; Q</td></tr></thead><tbody><tr><td>1</td><td></td></tr></tbody></table>'
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def mcfg():
+    return load_model_config(ROOT / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def dcfg(mcfg):
+    # Small tables keep rendering fast; both table tasks in the mix.
+    synth = SynthConfig(rows=(2, 5), cols=(2, 4))
+    return DataConfig(
+        synth=synth, tasks={"html": 1.0, "otsl": 1.0}, image_size=mcfg.vision.image_size, max_len=512
+    )
+
+
+def conversation(answer2: str = "Two rows.") -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": "You read tables."},
+        {"role": "user", "content": user_prompt("html")},
+        {"role": "assistant", "content": "\n" + HTML},  # a leading newline: the header must not absorb it
+        {"role": "user", "content": "How many rows?"},
+        {"role": "assistant", "content": answer2},
+    ]
+
+
+def label_runs(tok, enc) -> list[str]:
+    """Decoded text of each contiguous run of loss-covered tokens."""
+    runs, cur = [], []
+    for i, lab in zip(enc["input_ids"].tolist(), enc["labels"].tolist()):
+        if lab != IGNORE_INDEX:
+            assert lab == i  # labels are aligned with input_ids, not shifted
+            cur.append(i)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    return [tok.decode(r) for r in runs + ([cur] if cur else [])]
+
+
+# --- conversations -> tokens ------------------------------------------------------------------
+
+
+def test_loss_mask_covers_exactly_the_assistant_turns(tok, mcfg):
+    conv = conversation()
+    enc = encode_conversation(tok, conv, mcfg.image_tokens, 1024, n_images=1)
+    assert label_runs(tok, enc) == ["\n" + HTML + IM_END, "Two rows." + IM_END]
+    # Everything together is the chat template with the image expanded, nothing lost or added.
+    text = tok.expand_image(tok.chat_prompt(conv), mcfg.image_tokens)
+    assert tok.decode(enc["input_ids"].tolist()) == text
+    # The masked token right before each answer closes the assistant header.
+    ids, labels = enc["input_ids"].tolist(), enc["labels"].tolist()
+    starts = [t for t in range(1, len(ids)) if labels[t] != IGNORE_INDEX and labels[t - 1] == IGNORE_INDEX]
+    for t in starts:
+        assert tok.decode(ids[:t]).endswith("<|im_start|>assistant\n")
+    # The answer's tokens are what generation after the assistant header would produce.
+    head = tok.encode(
+        tok.expand_image(tok.chat_prompt(conv[:2], add_generation_prompt=True), mcfg.image_tokens)
+    )
+    assert ids[: len(head)] == head
+    answer = tok.encode("\n" + HTML) + [tok.eos_id]
+    assert ids[len(head) : len(head) + len(answer)] == answer
+
+
+def test_image_placeholder_expands_to_the_model_image_tokens(tok, mcfg):
+    enc = encode_conversation(tok, conversation(), mcfg.image_tokens, 1024, n_images=1)
+    ids = enc["input_ids"]
+    assert mcfg.image_tokens == 16  # tiny: 128 px, 16 px patches, pixel shuffle 2
+    assert int((ids == tok.image_pad_id).sum()) == mcfg.image_tokens
+    (vs,) = (ids == tok.vision_start_id).nonzero()[:, 0].tolist()
+    (ve,) = (ids == tok.vision_end_id).nonzero()[:, 0].tolist()
+    assert ve - vs - 1 == mcfg.image_tokens
+    assert (enc["labels"][vs : ve + 1] == IGNORE_INDEX).all()
+
+
+def test_placeholder_count_must_match_the_images(tok):
+    with pytest.raises(DataError, match="expected 0 <image> placeholder"):
+        encode_conversation(tok, conversation(), 16, 1024, n_images=0)
+    with pytest.raises(DataError, match="no assistant turn"):
+        encode_conversation(tok, conversation()[:2], 16, 1024)
+
+
+def test_too_long_raises_instead_of_truncating(tok, mcfg):
+    n = len(encode_conversation(tok, conversation(), mcfg.image_tokens, 1024)["input_ids"])
+    assert len(encode_conversation(tok, conversation(), mcfg.image_tokens, n)["input_ids"]) == n
+    with pytest.raises(DataError, match=f"{n} tokens, more than max_len={n - 1}"):
+        encode_conversation(tok, conversation(), mcfg.image_tokens, n - 1)
+
+
+# --- collate and packing ----------------------------------------------------------------------
+
+
+def fake_sample(tok, n_image_tokens: int, answer: str, fill: float) -> dict:
+    """A one-image sample whose pixels are all `fill` (to follow images through a batch)."""
+    conv = [{"role": "user", "content": user_prompt("html")}, {"role": "assistant", "content": answer}]
+    enc = encode_conversation(tok, conv, n_image_tokens, 512, n_images=1)
+    return {"pixel_values": torch.full((1, 3, 128, 128), fill), **enc}
+
+
+def test_collate_pads_right_and_masks(tok, mcfg):
+    samples = [fake_sample(tok, mcfg.image_tokens, a, f) for a, f in [("x", 0.1), (HTML, 0.2), ("yy", 0.3)]]
+    lens = [len(s["input_ids"]) for s in samples]
+    batch = collate(samples, pad_id=tok.pad_id, pad_to_multiple_of=8)
+    T = -(-max(lens) // 8) * 8
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (3, T)
+    for i, (s, n) in enumerate(zip(samples, lens)):
+        assert torch.equal(batch["input_ids"][i, :n], s["input_ids"])
+        assert torch.equal(batch["labels"][i, :n], s["labels"])
+        assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (T - n)
+        assert (batch["input_ids"][i, n:] == tok.pad_id).all()
+        assert (batch["labels"][i, n:] == IGNORE_INDEX).all()
+    assert batch["pixel_values"].shape == (3, 3, 128, 128)
+    assert batch["pixel_values"][:, 0, 0, 0].tolist() == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_pack_keeps_segments_separate_and_labels_aligned(tok, mcfg):
+    answers = ["a", HTML, "b", HTML + HTML, "c"]
+    samples = [fake_sample(tok, mcfg.image_tokens, a, (k + 1) / 10) for k, a in enumerate(answers)]
+    lens = [len(s["input_ids"]) for s in samples]
+    max_len = max(lens) + min(lens)  # forces several rows, some holding two samples or more
+    batch = pack(samples, max_len=max_len, pad_id=tok.pad_id)
+    seg, ids, labels = batch["segment_ids"], batch["input_ids"], batch["labels"]
+    assert ids.shape[1] == max_len and 1 < ids.shape[0] < len(samples)
+    assert torch.equal(batch["attention_mask"], (seg > 0).long())
+    # Every sample appears exactly once, intact, as one segment; images follow their pad runs.
+    found, fills = [], []
+    for r in range(ids.shape[0]):
+        for k in range(1, int(seg[r].max()) + 1):
+            where = (seg[r] == k).nonzero()[:, 0]
+            assert torch.equal(where, torch.arange(where[0], where[-1] + 1))  # contiguous
+            sample = next(i for i, s in enumerate(samples) if torch.equal(s["input_ids"], ids[r, where]))
+            assert torch.equal(labels[r, where], samples[sample]["labels"])
+            assert labels[r, where[0]] == IGNORE_INDEX  # the shifted loss never crosses segments
+            found.append(sample)
+            fills.append((sample + 1) / 10)
+        assert (labels[r][seg[r] == 0] == IGNORE_INDEX).all()
+    assert sorted(found) == list(range(len(samples)))
+    assert batch["pixel_values"][:, 0, 0, 0].tolist() == pytest.approx(fills)
+    with pytest.raises(DataError, match="more than the packing length"):
+        pack(samples, max_len=min(lens) - 1, pad_id=tok.pad_id)
+
+
+def test_packed_rows_give_the_same_logits_as_separate_samples(tok, mcfg):
+    torch.manual_seed(0)  # test-only: the model's init; the data path draws no global randomness
+    model = TabVLM(mcfg).eval()
+    samples = [fake_sample(tok, mcfg.image_tokens, a, f) for a, f in [("x", -0.5), ("<table></table>", 0.5)]]
+    lens = [len(s["input_ids"]) for s in samples]
+    packed = pack(samples, max_len=sum(lens) + 3, pad_id=tok.pad_id)
+    assert packed["input_ids"].shape[0] == 1  # both in one row
+    with torch.no_grad():
+        row = model(
+            **{k: packed[k] for k in ("input_ids", "pixel_values", "attention_mask", "segment_ids")}
+        ).logits
+        for k, s in enumerate(samples):
+            alone = model(s["input_ids"][None], s["pixel_values"]).logits[0]
+            start = sum(lens[:k])
+            torch.testing.assert_close(row[0, start : start + lens[k]], alone, atol=1e-4, rtol=1e-4)
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+def test_preprocess_keeps_aspect_pads_white_top_left():
+    img = Image.new("RGB", (200, 100), (0, 0, 0))  # wide black image
+    x = preprocess_image(img, 64)
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32
+    assert (x[:, :32, :] == -1.0).all()  # black content scaled to 64x32, at the top
+    assert (x[:, 32:, :] == 1.0).all()  # white padding below
+    tall = preprocess_image(Image.new("L", (10, 40), 0), 64)  # grey converts to RGB
+    assert (tall[:, :, :16] == -1.0).all() and (tall[:, :, 16:] == 1.0).all()
+    # A transparent background becomes white, not black.
+    clear = preprocess_image(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), 8)
+    assert (clear == 1.0).all()
+    deep = preprocess_image(Image.new("I;16", (8, 8), 65535), 8)  # 16-bit grey keeps its range
+    assert (deep == 1.0).all() and (preprocess_image(Image.new("I;16", (8, 8), 0), 8) == -1.0).all()
+    mid = preprocess_image(Image.new("RGB", (4, 4), (255, 0, 128)), 4)
+    assert mid[:, 0, 0].tolist() == pytest.approx([1.0, -1.0, 128 / 127.5 - 1], abs=1e-6)
+    batch = preprocess_images([img, Image.new("RGB", (30, 60), "white")], 64)
+    assert batch.shape == (2, 3, 64, 64) and torch.equal(batch[0], x)
+
+
+# --- jsonl records ----------------------------------------------------------------------------
+
+
+def write_jsonl(tmp_path: Path) -> Path:
+    Image.new("RGB", (40, 20), "white").save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    lines = []
+    for name, answer in [("good.png", HTML), ("bad.png", "<table></table>"), ("good.png", "second")]:
+        conv = [{"role": "user", "content": user_prompt("html")}, {"role": "assistant", "content": answer}]
+        lines.append(json.dumps({"image": name, "conversations": conv}))
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_jsonl_corrupt_image_raises_with_file_and_line(tmp_path, tok, mcfg):
+    path = write_jsonl(tmp_path)
+    ds = JsonlDataset(path, tok, 128, mcfg.image_tokens, 512)
+    assert len(ds) == 3
+    s = ds[0]
+    assert s["pixel_values"].shape == (1, 3, 128, 128)
+    assert label_runs(tok, s) == [HTML + IM_END]
+    with pytest.raises(DataError, match="corrupt image") as e:
+        ds[1]
+    assert (e.value.file, e.value.line) == (str(path), 2)
+    assert str(e.value).startswith(f"{path}:2: ")
+    with pytest.raises(IndexError):
+        ds[3]
+
+
+def test_jsonl_skip_is_logged_and_deterministic(tmp_path, tok, mcfg, caplog):
+    path = write_jsonl(tmp_path)
+    ds = JsonlDataset(path, tok, 128, mcfg.image_tokens, 512, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="tabvlm.data.dataset"):
+        s = ds[1]  # bad: replaced by the next good record, every time
+    assert f"{path}:2:" in caplog.text
+    assert label_runs(tok, s) == ["second" + IM_END]
+    assert torch.equal(ds[1]["input_ids"], s["input_ids"])
+
+
+def test_jsonl_too_long_names_the_line(tmp_path, tok, mcfg):
+    path = write_jsonl(tmp_path)
+    ds = JsonlDataset(path, tok, 128, mcfg.image_tokens, 40)
+    with pytest.raises(DataError, match="more than max_len=40") as e:
+        ds[0]
+    assert e.value.line == 1
+
+
+# --- the synthetic stream ---------------------------------------------------------------------
+
+
+def as_list(batch: list[dict]) -> list[dict]:
+    return batch
+
+
+def take(stream: SynthStream, n_batches: int, batch_size: int, workers: int) -> list[dict]:
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=batch_size, num_workers=workers, collate_fn=as_list
+    )
+    out: list[dict] = []
+    for k, batch in enumerate(loader):
+        if k == n_batches:
+            break
+        out.extend(batch)
+    return out
+
+
+def test_data_config_from_yaml_dict_and_bad_tasks():
+    cfg = from_dict(DataConfig, {"tasks": {"otsl": 2}, "synth": {"rows": [2, 4]}, "image_size": 256})
+    assert cfg.tasks == {"otsl": 2} and cfg.synth.rows == (2, 4) and cfg.image_size == 256
+    with pytest.raises(ConfigError, match="unknown synthetic task"):
+        DataConfig(tasks={"formula": 1.0})
+    with pytest.raises(ConfigError, match="positive sum"):
+        DataConfig(tasks={"html": 0.0})
+
+
+def test_same_seed_same_stream_other_seed_other(tok, mcfg, dcfg):
+    a = SynthStream(dcfg, tok, mcfg.image_tokens)
+    b = SynthStream(dcfg, tok, mcfg.image_tokens)
+    c = SynthStream(dataclasses.replace(dcfg, seed=1), tok, mcfg.image_tokens)
+    for i in (0, 7):
+        sa, sb, sc = a.sample(i), b.sample(i), c.sample(i)
+        assert torch.equal(sa["input_ids"], sb["input_ids"]) and torch.equal(
+            sa["pixel_values"], sb["pixel_values"]
+        )
+        assert not torch.equal(sa["pixel_values"], sc["pixel_values"])
+        assert sa["pixel_values"].shape == (1, 3, 128, 128)
+        assert int((sa["input_ids"] == tok.image_pad_id).sum()) == mcfg.image_tokens
+
+
+def test_index_plan_is_disjoint_and_independent_of_workers(tok, mcfg, dcfg):
+    def consumed(rank: int, world: int, workers: int, start: int = 0, n: int = 24, bs: int = 3) -> list[int]:
+        """The global indices in the order a DataLoader (round-robin over workers) hands them out."""
+        s = SynthStream(dcfg, tok, mcfg.image_tokens, rank=rank, world_size=world, start=start, batch_size=bs)
+        its = [s.local_indices(w, workers) for w in range(workers)]
+        out: list[int] = []
+        for block in range(n // bs):
+            out.extend(next(its[block % workers]) for _ in range(bs))
+        return out
+
+    one = consumed(0, 1, 1)
+    assert one == list(range(24))
+    assert consumed(0, 1, 4) == one  # the worker count does not change the stream
+    r0, r1 = consumed(0, 2, 2), consumed(1, 2, 3)
+    assert r0 == list(range(0, 48, 2)) and r1 == list(range(1, 48, 2))
+    assert consumed(1, 2, 2, start=6, n=12) == r1[6:18]  # resume after 6 consumed samples
+
+
+def test_two_workers_two_ranks_never_repeat_and_resume_exactly(tok, mcfg, dcfg):
+    ranks = [SynthStream(dcfg, tok, mcfg.image_tokens, rank=r, world_size=2, batch_size=2) for r in (0, 1)]
+    got = [take(s, n_batches=3, batch_size=2, workers=2) for s in ranks]
+    assert [s["index"] for s in got[0]] == [0, 2, 4, 6, 8, 10]
+    assert [s["index"] for s in got[1]] == [1, 3, 5, 7, 9, 11]
+    texts = [tuple(s["input_ids"].tolist()) for s in got[0] + got[1]]
+    assert len(set(texts)) == len(texts)  # different data, not just different labels
+    # Rank 1 resumed after 2 consumed samples, no workers this time: the same continuation.
+    resumed = SynthStream(dcfg, tok, mcfg.image_tokens, rank=1, world_size=2, start=2, batch_size=2)
+    again = take(resumed, n_batches=2, batch_size=2, workers=0)
+    for x, y in zip(again, got[1][2:6]):
+        assert x["index"] == y["index"] and torch.equal(x["input_ids"], y["input_ids"])
+        assert torch.equal(x["pixel_values"], y["pixel_values"])
+
+
+def test_overlong_synthetic_samples_are_redrawn(tok, mcfg, dcfg, caplog):
+    prompt = tok.chat_prompt([{"role": "user", "content": user_prompt("otsl")}], add_generation_prompt=True)
+    n = len(tok.encode(tok.expand_image(prompt, mcfg.image_tokens))) + 2  # room for no 2x2 table
+    tight = dataclasses.replace(dcfg, max_len=n, tasks={"otsl": 1.0})
+    stream = SynthStream(tight, tok, mcfg.image_tokens)
+    with caplog.at_level(logging.WARNING, logger="tabvlm.data.dataset"):
+        with pytest.raises(DataError, match=f"draws were all over max_len={n}"):
+            stream.sample(0)
+    assert "redrawn" in caplog.text

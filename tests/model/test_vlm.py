@@ -1,0 +1,156 @@
+"""TabVLM: shapes, the image splice, the loss, save/load, parameter names."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from tabvlm.errors import TabVLMError
+from tabvlm.model import ImageTokenMismatchError, TabVLM, load_model_config
+from tabvlm.model.projector import pixel_shuffle
+
+TINY = Path(__file__).parents[2] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def model() -> TabVLM:
+    torch.manual_seed(0)
+    return TabVLM(load_model_config(TINY)).eval()
+
+
+def prompt(model: TabVLM, n_images: int, text_len: int = 6, gen: torch.Generator | None = None) -> torch.Tensor:
+    """(1, T): some text, then each image's pad tokens, then more text."""
+    gen = gen or torch.Generator().manual_seed(0)
+    parts = [torch.randint(10, 12000, (text_len,), generator=gen)]
+    for _ in range(n_images):
+        parts += [torch.full((model.image_tokens,), model.config.image_token_id)]
+        parts += [torch.randint(10, 12000, (text_len,), generator=gen)]
+    return torch.cat(parts)[None]
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 128, 128, generator=gen) * 2 - 1
+
+
+def test_shapes(model):
+    cfg = model.config
+    assert model.image_tokens == cfg.image_tokens == (128 // 16) ** 2 // 2**2
+    feats = model.encode_images(images(3))
+    assert feats.shape == (3, model.image_tokens, cfg.lm.hidden_size)
+    ids = torch.cat([prompt(model, 1), prompt(model, 1)])  # (2, T)
+    out = model(ids, pixel_values=images(2))
+    assert out.logits.shape == (2, ids.shape[1], cfg.lm.vocab_size) and out.loss is None
+
+
+def test_pixel_shuffle_folds_neighbour_blocks():
+    grid = torch.arange(16.0).view(1, 16, 1)  # a 4x4 grid, row-major, one channel
+    out = pixel_shuffle(grid, 2)  # (1, 4, 4)
+    assert out[0].tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]
+
+
+def test_image_features_replace_pad_embeddings_in_order(model):
+    ids = prompt(model, 2)
+    px = images(2)
+    with torch.no_grad():
+        embeds = model.embed(ids, px)
+        feats = model.encode_images(px)
+        plain = model.language_model.embed_tokens(ids)
+    is_image = ids[0] == model.config.image_token_id
+    assert torch.equal(embeds[0, is_image], feats.reshape(-1, feats.shape[-1]))
+    assert torch.equal(embeds[0, ~is_image], plain[0, ~is_image])
+
+
+def test_changing_the_image_changes_only_later_logits(model):
+    ids = prompt(model, 1)
+    first_image = int((ids[0] == model.config.image_token_id).nonzero()[0])
+    with torch.no_grad():
+        a = model(ids, pixel_values=images(1, seed=1)).logits
+        b = model(ids, pixel_values=images(1, seed=2)).logits
+    assert torch.equal(a[:, :first_image], b[:, :first_image])
+    assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+def test_image_token_count_mismatch_is_a_clear_error(model):
+    ids = prompt(model, 1)
+    ids[0, 7] = 42  # one pad token fewer
+    with pytest.raises(ImageTokenMismatchError, match=r"prompt has 15 <\|image_pad\|> tokens for 1 image\(s\) of 16 tokens each"):
+        model(ids, pixel_values=images(1))
+    with pytest.raises(ImageTokenMismatchError, match="for 2 image"):
+        model(prompt(model, 1), pixel_values=images(2))
+    with pytest.raises(ImageTokenMismatchError, match="16 <.*> tokens for 0 image"):
+        model(prompt(model, 1))  # pad tokens but no pixels
+    with pytest.raises(TabVLMError, match=r"expected \(N, 3, 128, 128\)"):
+        model(prompt(model, 1), pixel_values=torch.zeros(1, 3, 64, 64))
+
+
+def test_cached_decoding_with_an_image_matches_full_forward(model):
+    ids = prompt(model, 1, text_len=5)
+    px = images(1)
+    with torch.no_grad():
+        full = model(ids, pixel_values=px).logits
+        cache = model.new_cache(1, ids.shape[1])
+        pre = model(ids[:, :-4], pixel_values=px, cache=cache).logits
+        rest = [model(ids[:, t : t + 1], cache=cache).logits for t in range(ids.shape[1] - 4, ids.shape[1])]
+    assert (torch.cat([pre, *rest], dim=1) - full).abs().max() <= 1e-5
+
+
+def test_loss_is_shifted_cross_entropy_ignoring_minus_100(model):
+    ids = prompt(model, 1)
+    labels = ids.clone()
+    labels[:, :25] = -100  # prompt and image: no loss
+    out = model(ids, pixel_values=images(1), labels=labels)
+    expected = F.cross_entropy(out.logits[0, 24:-1], ids[0, 25:])
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_parameter_names_follow_siglip_and_llama(model):
+    names = set(model.state_dict())
+    for name in [
+        "vision_model.embeddings.patch_embedding.weight",
+        "vision_model.embeddings.position_embedding.weight",
+        "vision_model.encoder.layers.1.layer_norm1.weight",
+        "vision_model.encoder.layers.1.self_attn.out_proj.bias",
+        "vision_model.encoder.layers.1.mlp.fc2.weight",
+        "vision_model.post_layernorm.weight",
+        "connector.linear_1.weight",
+        "language_model.embed_tokens.weight",
+        "language_model.layers.1.self_attn.o_proj.weight",
+        "language_model.layers.1.mlp.gate_proj.weight",
+        "language_model.layers.1.post_attention_layernorm.weight",
+        "language_model.norm.weight",
+        "lm_head.weight",
+    ]:
+        assert name in names
+    assert model.lm_head.weight is model.language_model.embed_tokens.weight  # tied
+
+
+def test_save_load_round_trip_gives_identical_outputs(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    stored = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert "lm_head.weight" not in stored  # tied: stored once
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["lm"]["hidden_size"] == 128
+    loaded = TabVLM.from_pretrained(tmp_path / "m")
+    ids, px = prompt(model, 1), images(1)
+    with torch.no_grad():
+        assert torch.equal(model(ids, pixel_values=px).logits, loaded(ids, pixel_values=px).logits)
+    assert loaded.lm_head.weight is loaded.language_model.embed_tokens.weight
+    half = TabVLM.from_pretrained(tmp_path / "m", dtype=torch.bfloat16)
+    assert half.lm_head.weight.dtype == torch.bfloat16
+
+
+def test_save_writes_the_tokenizer_and_missing_files_are_named(model, tmp_path):
+    class FakeTokenizer:
+        def save(self, path: str) -> None:
+            Path(path).write_text("{}")
+
+    model.save_pretrained(tmp_path / "m", tokenizer=FakeTokenizer())
+    assert (tmp_path / "m" / "tokenizer.json").read_text() == "{}"
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(TabVLMError, match="missing model.safetensors"):
+        TabVLM.from_pretrained(tmp_path / "m")
+    with pytest.raises(TabVLMError, match="no such model folder"):
+        TabVLM.from_pretrained(tmp_path / "nothing")
