@@ -26,6 +26,8 @@ class VisionConfig:
     num_heads: int = 6
     intermediate_size: int = 1152
     layer_norm_eps: float = 1e-6
+    # A local transformers SigLIP / SigLIP2 folder whose weights initialise the tower.
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -45,7 +47,7 @@ class VisionConfig:
 
 @dataclass
 class ProjectorConfig:
-    """Pixel shuffle by `scale_factor` (fewer, wider tokens), then a 2-layer GELU MLP."""
+    """Pixel shuffle by `scale_factor` (fewer, wider tokens), then a 2-layer SwiGLU MLP."""
 
     scale_factor: int = 2
     # Hidden width of the MLP; None: the LM's hidden size.
@@ -68,6 +70,10 @@ class LMConfig:
     max_position_embeddings: int = 4096
     qk_norm: bool = False
     tie_embeddings: bool = True
+    # Biases on q/k/v projections (Qwen2).
+    attention_bias: bool = False
+    # A local transformers Llama / Qwen2 / Qwen3 / SmolLM2 folder whose weights initialise the LM.
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:

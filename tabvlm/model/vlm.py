@@ -23,6 +23,7 @@ from torch import nn
 
 from tabvlm.config import to_dict
 from tabvlm.errors import TabVLMError
+from tabvlm.hf.load import load_backbones
 from tabvlm.model.config import ModelConfig, load_model_config
 from tabvlm.model.lm import KVCache, LanguageModel
 from tabvlm.model.projector import Connector
@@ -49,7 +50,9 @@ class VLMOutput:
 class TabVLM(nn.Module):
     """The table-to-HTML vision-language model."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, load_pretrained: bool = True):
+        """A randomly initialised model; with `load_pretrained`, the vision tower and LM then take
+        the weights of `config.vision.pretrained` / `config.lm.pretrained` (local HF folders)."""
         super().__init__()
         self.config = config
         self.vision_model = VisionTransformer(config.vision)
@@ -59,6 +62,8 @@ class TabVLM(nn.Module):
         self.apply(self._init_weights)
         if config.lm.tie_embeddings:
             self.lm_head.weight = self.language_model.embed_tokens.weight
+        if load_pretrained and (config.vision.pretrained or config.lm.pretrained):
+            load_backbones(self, config)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -165,7 +170,9 @@ class TabVLM(nn.Module):
         if self.config.lm.tie_embeddings:
             del state["lm_head.weight"]  # the same tensor as embed_tokens: stored once
         save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-        (directory / CONFIG_NAME).write_text(json.dumps(to_dict(self.config), indent=2) + "\n", encoding="utf-8")
+        (directory / CONFIG_NAME).write_text(
+            json.dumps(to_dict(self.config), indent=2) + "\n", encoding="utf-8"
+        )
         if tokenizer is not None:
             tokenizer.save(str(directory / TOKENIZER_NAME))
 
@@ -179,8 +186,11 @@ class TabVLM(nn.Module):
             raise TabVLMError(f"{directory}: no such model folder")
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
-                raise TabVLMError(f"{directory}: missing {name} (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-        model = cls(load_model_config(directory / CONFIG_NAME))
+                raise TabVLMError(
+                    f"{directory}: missing {name} (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})"
+                )
+        # The saved weights already hold any pretrained backbones: no need to read their folders.
+        model = cls(load_model_config(directory / CONFIG_NAME), load_pretrained=False)
         state = load_file(str(directory / WEIGHTS_NAME), device="cpu")
         missing, unexpected = model.load_state_dict(state, strict=False)
         allowed_missing = {"lm_head.weight"} if model.config.lm.tie_embeddings else set()

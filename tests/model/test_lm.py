@@ -69,7 +69,9 @@ def test_kv_cache_with_left_padding_matches_full_forward_and_unpadded_rows():
     with torch.no_grad():
         full = model(ids, attention_mask=mask).logits
         cache = model.new_cache(3, 16)
-        steps = [model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache).logits for t in range(16)]
+        steps = [
+            model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache).logits for t in range(16)
+        ]
         alone = model(ids[1:2, 4:]).logits  # row 1 without its padding
     step = torch.cat(steps, dim=1)
     assert not torch.isnan(full).any() and not torch.isnan(step).any()
@@ -87,7 +89,10 @@ def test_prefill_with_padding_then_decode_matches_full_forward():
         full = model(ids, attention_mask=mask).logits
         cache = model.new_cache(2, 20)
         pre = model(ids[:, :10], attention_mask=mask[:, :10], cache=cache).logits
-        rest = [model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache).logits for t in range(10, 14)]
+        rest = [
+            model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache).logits
+            for t in range(10, 14)
+        ]
     assert (torch.cat([pre, *rest], dim=1) - full).abs().max() <= 1e-5
 
 

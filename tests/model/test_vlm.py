@@ -21,7 +21,9 @@ def model() -> TabVLM:
     return TabVLM(load_model_config(TINY)).eval()
 
 
-def prompt(model: TabVLM, n_images: int, text_len: int = 6, gen: torch.Generator | None = None) -> torch.Tensor:
+def prompt(
+    model: TabVLM, n_images: int, text_len: int = 6, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """(1, T): some text, then each image's pad tokens, then more text."""
     gen = gen or torch.Generator().manual_seed(0)
     parts = [torch.randint(10, 12000, (text_len,), generator=gen)]
@@ -77,7 +79,10 @@ def test_changing_the_image_changes_only_later_logits(model):
 def test_image_token_count_mismatch_is_a_clear_error(model):
     ids = prompt(model, 1)
     ids[0, 7] = 42  # one pad token fewer
-    with pytest.raises(ImageTokenMismatchError, match=r"prompt has 15 <\|image_pad\|> tokens for 1 image\(s\) of 16 tokens each"):
+    with pytest.raises(
+        ImageTokenMismatchError,
+        match=r"prompt has 15 <\|image_pad\|> tokens for 1 image\(s\) of 16 tokens each",
+    ):
         model(ids, pixel_values=images(1))
     with pytest.raises(ImageTokenMismatchError, match="for 2 image"):
         model(prompt(model, 1), pixel_values=images(2))
