@@ -64,3 +64,11 @@ def test_missing_and_bad_yaml(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top"):
         load(Outer, bad)
+
+
+def test_float_written_without_dot_is_accepted():
+    # PyYAML reads 1e-3 as the string "1e-3"
+    assert from_dict(Inner, {"rate": "1e-3"}).rate == 0.001
+    assert parse_overrides(["lr=1e-3"]) == {"lr": "1e-3"}
+    with pytest.raises(ConfigError, match="expected float"):
+        from_dict(Inner, {"rate": "fast"})

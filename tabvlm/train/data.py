@@ -1,0 +1,146 @@
+"""Training data: one deterministic stream of samples from jsonl files and/or the synthetic
+generator, sharded per DDP rank and DataLoader worker, resumable at any sample."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tabvlm.data.dataset import (
+    SYNTH_TASKS,
+    DataConfig,
+    Sample,
+    collate,
+    pack,
+    sample_seed,
+)
+from tabvlm.data.synth import synthesize
+from tabvlm.errors import DataError
+from tabvlm.tokenizer import TableTokenizer
+
+# ---------------------------------------------------------------------------------------------
+# Data: one deterministic stream of samples, sharded per rank and worker, resumable
+# ---------------------------------------------------------------------------------------------
+
+
+def read_text_records(path: str | Path) -> list[str]:
+    """The `text` of each line of a plain-text jsonl (`{"text": ...}`); DataError with file:line."""
+    path = Path(path)
+    texts: list[str] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as e:
+        raise DataError("no such file", str(path)) from e
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg})", str(path), n) from e
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise DataError('expected an object with a string "text"', str(path), n)
+        texts.append(item["text"])
+    if not texts:
+        raise DataError("no text record", str(path))
+    return texts
+
+
+def encode_text(tokenizer: TableTokenizer, text: str, max_len: int) -> Sample:
+    """A plain-text LM sample: every token is a target; `<|endoftext|>` ends it; cut at max_len."""
+    ids = (tokenizer.encode(text) + [tokenizer.endoftext_id])[:max_len]
+    t = torch.tensor(ids, dtype=torch.long)
+    return {"pixel_values": torch.empty(0, 3, 1, 1), "input_ids": t, "labels": t.clone()}
+
+
+class SampleSource:
+    """Global sample index g -> sample, mixing the synthetic stream and jsonl records.
+
+    Synthetic at g iff floor((g+1) r) > floor(g r) (r = synthetic share), so exactly the share r
+    is synthetic, and the synthetic / file counts before g are closed forms. File samples walk
+    the concatenated records in a fresh shuffle each epoch (seeded by `seed` and the epoch).
+    """
+
+    def __init__(self, ratio: float, synth: Callable[[int], Sample] | None, files: Sequence[Any], seed: int):
+        self.ratio, self.synth, self.files, self.seed = ratio, synth, list(files), seed
+        self.sizes = [len(f) for f in self.files]
+        self.total = sum(self.sizes)
+        self._perm: tuple[int, list[int]] | None = None
+
+    def _record(self, k: int) -> Sample:
+        epoch, pos = divmod(k, self.total)
+        if self._perm is None or self._perm[0] != epoch:
+            order = list(range(self.total))
+            random.Random(sample_seed(self.seed, epoch)).shuffle(order)
+            self._perm = (epoch, order)
+        i = self._perm[1][pos]
+        for f, n in zip(self.files, self.sizes):
+            if i < n:
+                return f[i]
+            i -= n
+        raise AssertionError("index past the records")  # unreachable: i < total
+
+    def __call__(self, g: int) -> Sample:
+        n_synth = math.floor(g * self.ratio)
+        if self.synth is not None and math.floor((g + 1) * self.ratio) > n_synth:
+            return self.synth(n_synth)
+        return self._record(g - n_synth)
+
+
+class TextFile:
+    """Plain-text jsonl as map-style samples."""
+
+    def __init__(self, path: str | Path, tokenizer: TableTokenizer, max_len: int):
+        self.texts, self.tokenizer, self.max_len = read_text_records(path), tokenizer, max_len
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> Sample:
+        return encode_text(self.tokenizer, self.texts[i], self.max_len)
+
+
+class SynthText:
+    """Synthetic table text (the `data.tasks` views of random grids) for LM pretraining."""
+
+    def __init__(self, data: DataConfig, tokenizer: TableTokenizer):
+        self.data, self.tokenizer = data, tokenizer
+        self.tasks = [t for t, w in data.tasks.items() if w > 0]
+        self.weights = [data.tasks[t] for t in self.tasks]
+
+    def __call__(self, index: int) -> Sample:
+        rng = random.Random(sample_seed(self.data.seed, index))
+        table = synthesize(rng, self.data.synth)
+        task = rng.choices(self.tasks, self.weights)[0]
+        return encode_text(self.tokenizer, SYNTH_TASKS[task](table), self.data.max_len)
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """Rank `rank` of `world_size` owns global samples g = j * world_size + rank, j = start, ...
+    split among DataLoader workers by batch exactly as `SynthStream` does, so the stream is the
+    same for any worker count and `start` resumes after `start` consumed samples."""
+
+    def __init__(self, source: SampleSource, rank: int, world_size: int, start: int, batch_size: int):
+        self.source, self.rank, self.world_size = source, rank, world_size
+        self.start, self.batch_size = start, batch_size
+
+    def __iter__(self) -> Iterator[Sample]:
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        block = worker
+        while True:  # the loader's batches worker, worker + W, ...
+            for i in range(self.batch_size):
+                j = self.start + block * self.batch_size + i
+                yield self.source(j * self.world_size + self.rank)
+            block += num_workers
+
+
+def make_batch(samples: Sequence[Sample], pad_id: int, packing: bool, max_len: int, multiple: int) -> dict:
+    """`pack` into rows of max_len tokens, or `collate` (right padding to a multiple)."""
+    return pack(samples, max_len, pad_id) if packing else collate(samples, pad_id, multiple)

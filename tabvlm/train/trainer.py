@@ -1,0 +1,601 @@
+"""The Trainer: model, optimiser, the training step, evaluation, logs, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from tabvlm.config import save, to_dict
+from tabvlm.data.dataset import (
+    IGNORE_INDEX,
+    JsonlDataset,
+    Sample,
+    SynthStream,
+)
+from tabvlm.errors import ConfigError
+from tabvlm.model import TabVLM
+from tabvlm.tokenizer import TableTokenizer, load_tokenizer
+from tabvlm.train import checkpoint as ckpt
+from tabvlm.train.checkpoint import (
+    METRICS_NAME,
+    STATE_NAME,
+    TrainingError,
+    checkpoints,
+    load_state,
+    replace_dir,
+)
+from tabvlm.train.config import TrainConfig, build_model_config
+from tabvlm.train.data import SampleSource, SynthText, TextFile, TrainStream, make_batch
+
+logger = logging.getLogger(__name__)
+
+CUDA_PEAK_FLOPS = 989e12  # H100 SXM, bf16 dense
+
+# ---------------------------------------------------------------------------------------------
+# The training forward
+# ---------------------------------------------------------------------------------------------
+
+
+class LossModule(nn.Module):
+    """TabVLM's forward with a summed token cross-entropy, the LM head applied only where a
+    target is: with 12k-token vocabularies the head is most of a small model's compute, and the
+    image and prompt tokens (most of a table sample) have no target. DDP and torch.compile wrap
+    this module, so the whole training computation is one forward."""
+
+    def __init__(self, model: TabVLM):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy over labels != -100, an empty tensor in the logits' dtype: a probe
+        that survives torch.compile, for the bf16 check)."""
+        m = self.model
+        embeds = m.embed(input_ids, pixel_values)  # (B, T, C)
+        hidden = m.language_model(embeds, attention_mask, segment_ids)  # (B, T, C)
+        targets = labels[:, 1:]  # (B, T-1): token t predicts t+1
+        if torch.compiler.is_compiling():
+            # a boolean gather has a data-dependent shape (a graph break): head on every position
+            logits = m.lm_head(hidden[:, :-1]).flatten(0, 1)  # (B*(T-1), V)
+            targets = targets.flatten()
+        else:
+            keep = targets != IGNORE_INDEX
+            logits, targets = m.lm_head(hidden[:, :-1][keep]), targets[keep]  # (N_targets, V)
+        loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        return loss, logits.new_empty(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser and schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters in two AdamW groups: decay on matrices, none on norms, biases and
+    embeddings (decaying a lookup table only shrinks rare tokens)."""
+    no_decay = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, rest, seen = [], [], set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (rest if p.ndim < 2 or id(p) in no_decay else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup over `warmup` steps, then cosine from 1 to `min_ratio` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns: the final step, the last loss, the final eval (if any), the model folder."""
+
+    step: int
+    loss: float
+    metrics: dict[str, float]
+    final_dir: Path | None
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment (1 process without it)."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+class Trainer:
+    """Builds model, data and optimiser from a TrainConfig; `fit()` runs to `max_steps`."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg = cfg
+        self.rank, self.world_size, local_rank = _dist_env()
+        self.is_main = self.rank == 0
+        if cfg.device == "auto":
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        else:
+            device = cfg.device
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and self.device.type == "cuda")
+        if use_bf16 and self.device.type != "cuda":
+            raise ConfigError("dtype bf16 needs a CUDA device; CPU training runs in fp32")
+        self.amp_dtype = torch.bfloat16 if use_bf16 else None
+        self.out_dir = Path(cfg.out_dir)
+
+        self.resume_from = None
+        if resume:
+            found = checkpoints(self.out_dir)
+            if not found:
+                raise TrainingError(f"--resume: no checkpoint under {self.out_dir / 'checkpoints'}")
+            self.resume_from = found[-1]
+        self.model, self.tokenizer = self._build_model()
+        self._set_trainable()
+        self.model.to(self.device)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay),
+            lr=cfg.lr,
+            betas=cfg.betas,
+            fused=self.device.type == "cuda",
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            partial(lr_factor, warmup=cfg.warmup_steps, total=cfg.max_steps, min_ratio=cfg.min_lr_ratio),
+        )
+        self.step = 0
+        self.consumed = 0  # samples this rank has consumed
+        self.metrics: dict[str, float] = {}
+        if self.resume_from is not None:
+            self._load_state(self.resume_from)
+        self.forward_model: nn.Module = LossModule(self.model)
+        if self.world_size > 1:
+            self.forward_model = nn.parallel.DistributedDataParallel(
+                self.forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self._bf16_checked = False
+
+    # -- building -------------------------------------------------------------------------------
+    def _build_model(self) -> tuple[TabVLM, TableTokenizer]:
+        cfg = self.cfg
+        source = self.resume_from or (Path(cfg.init_from) if cfg.init_from else None)
+        if source is not None:
+            model = TabVLM.from_pretrained(source).train()
+            tok_file = source / "tokenizer.json"
+            tokenizer = load_tokenizer(cfg.tokenizer or (tok_file if tok_file.is_file() else None))
+            if self.resume_from is None:
+                logger.info("initialised from %s", source)
+        else:
+            config = build_model_config(cfg)
+            with torch.random.fork_rng(devices=[]):  # weights from cfg.seed, global RNG untouched
+                torch.manual_seed(cfg.seed)
+                model = TabVLM(config)
+            tokenizer = load_tokenizer(cfg.tokenizer)
+        if tokenizer.vocab_size > model.config.lm.vocab_size:
+            raise ConfigError(
+                f"tokenizer has {tokenizer.vocab_size} ids, the model's lm.vocab_size is {model.config.lm.vocab_size}"
+            )
+        if cfg.stage.startswith("vlm") and cfg.data.image_size != model.config.vision.image_size:
+            raise ConfigError(
+                f"data.image_size {cfg.data.image_size} differs from the model's vision.image_size "
+                f"{model.config.vision.image_size}"
+            )
+        return model, tokenizer
+
+    def _set_trainable(self) -> None:
+        vision, projector, lm = self.cfg.trains()
+        m = self.model
+        for module, on in (
+            (m.vision_model, vision),
+            (m.connector, projector),
+            (m.language_model, lm),
+            (m.lm_head, lm),
+        ):
+            module.requires_grad_(on)
+        if not any(p.requires_grad for p in m.parameters()):
+            raise ConfigError("nothing to train: train_vision, train_projector and train_lm are all false")
+        logger.info(
+            "stage %s trains: vision=%s projector=%s lm=%s (%d of %d parameters)",
+            self.cfg.stage, vision, projector, lm,
+            sum(p.numel() for p in m.parameters() if p.requires_grad), sum(p.numel() for p in m.parameters()),
+        )  # fmt: skip
+
+    def _source(self) -> SampleSource:
+        cfg, tok = self.cfg, self.tokenizer
+        n_img = self.model.config.image_tokens
+        text_stage = cfg.stage == "lm-pretrain"
+        files: list[Any] = []
+        for path in cfg.data_files:
+            if text_stage:
+                files.append(TextFile(path, tok, cfg.data.max_len))
+            else:
+                size = self.model.config.vision.image_size
+                files.append(
+                    JsonlDataset(path, tok, size, n_img, cfg.data.max_len, on_error=cfg.on_bad_record)
+                )
+        synth: Callable[[int], Sample] | None = None
+        if cfg.ratio > 0:
+            if text_stage:
+                synth = SynthText(cfg.data, tok)
+            elif cfg.stage == "lm-sft":
+                raise ConfigError("stage lm-sft has no synthetic chat data: set synth_ratio=0")
+            else:
+                synth = SynthStream(cfg.data, tok, n_img).sample
+        return SampleSource(cfg.ratio, synth, files, cfg.seed)
+
+    def _loader(self) -> Iterator[dict[str, Any]]:
+        cfg = self.cfg
+        stream = TrainStream(self._source(), self.rank, self.world_size, self.consumed, cfg.batch_size)
+        fn = partial(
+            make_batch,
+            pad_id=self.tokenizer.pad_id,
+            packing=cfg.packing,
+            max_len=cfg.data.max_len,
+            multiple=cfg.pad_to_multiple_of,
+        )
+        loader = torch.utils.data.DataLoader(
+            stream,
+            batch_size=cfg.batch_size,
+            collate_fn=fn,
+            num_workers=cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=cfg.num_workers > 0,
+        )
+        return iter(loader)
+
+    # -- state ----------------------------------------------------------------------------------
+    def _load_state(self, path: Path) -> None:
+        state = load_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        self.step, self.consumed = int(state["step"]), int(state["consumed"])
+        if int(state["world_size"]) != self.world_size:
+            raise TrainingError(
+                f"{path} was written by a run of {state['world_size']} processes; this one has "
+                f"{self.world_size}: the data stream would not continue exactly"
+            )
+        self.metrics = (
+            json.loads((path / METRICS_NAME).read_text()) if (path / METRICS_NAME).is_file() else {}
+        )
+        logger.info("resumed from %s (step %d, %d samples per rank consumed)", path, self.step, self.consumed)
+
+    def save_checkpoint(self) -> Path:
+        """Write out_dir/checkpoints/step-N atomically, then drop all but the last `keep_last`."""
+        root = self.out_dir / "checkpoints"
+        final = root / f"step-{self.step:07d}"
+        tmp = root / f".tmp-step-{self.step:07d}"
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "step": self.step,
+            "consumed": self.consumed,
+            "world_size": self.world_size,
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state()
+        try:
+            self.model.save_pretrained(tmp, self.tokenizer)
+            save(self.cfg, tmp / "train_config.yaml")
+            (tmp / METRICS_NAME).write_text(json.dumps({"step": self.step, **self.metrics}, indent=2))
+            ckpt.write_state(state, tmp / STATE_NAME)
+            replace_dir(tmp, final)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise TrainingError(
+                f"could not write checkpoint {final} ({e}); the previous checkpoints are intact"
+            ) from e
+        for old in checkpoints(self.out_dir)[: -self.cfg.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info("saved %s", final)
+        return final
+
+    def save_final(self) -> Path:
+        """The model folder out_dir/final (loadable by TabVLM / TableRecognizer.from_pretrained)."""
+        final = self.out_dir / "final"
+        tmp = self.out_dir / ".tmp-final"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, self.tokenizer)
+        save(self.cfg, tmp / "train_config.yaml")
+        (tmp / METRICS_NAME).write_text(json.dumps({"step": self.step, **self.metrics}, indent=2))
+        replace_dir(tmp, final)
+        return final
+
+    # -- one step -------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _micro_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """Summed token cross-entropy of one micro-batch, and its input token count."""
+        dev = self.device
+        ids = batch["input_ids"].to(dev, non_blocking=True)
+        labels = batch["labels"].to(dev, non_blocking=True)
+        pixels = batch["pixel_values"]
+        seg = batch.get("segment_ids")
+        with self._autocast():
+            loss_sum, probe = self.forward_model(
+                ids,
+                labels,
+                batch["attention_mask"].to(dev, non_blocking=True),
+                pixel_values=None if pixels is None else pixels.to(dev, non_blocking=True),
+                segment_ids=None if seg is None else seg.to(dev, non_blocking=True),
+            )
+        if not self._bf16_checked and self.amp_dtype is not None:
+            if probe.dtype != self.amp_dtype:  # NanoTabVLM asked for bf16 and silently ran fp16
+                raise TrainingError(f"autocast gave {probe.dtype} logits, expected {self.amp_dtype}")
+            self._bf16_checked = True
+        return loss_sum, int(batch["attention_mask"].sum())
+
+    def _all_sum(self, values: list[float]) -> list[float]:
+        if self.world_size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches; the loss is the mean over every
+        target token of the global batch."""
+        targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        (global_targets,) = self._all_sum([float(targets)])
+        global_targets = max(global_targets, 1.0)
+        self.model.train()
+        total, tokens = 0.0, 0
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = nullcontext() if last or self.world_size == 1 else self.forward_model.no_sync()
+            with sync:
+                loss_sum, n_tok = self._micro_loss(batch)
+                # DDP averages gradients over ranks: scale by world_size to get the global token mean
+                (loss_sum * (self.world_size / global_targets)).backward()
+            total += float(loss_sum.detach())
+            tokens += n_tok
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.cfg.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        else:
+            grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+        loss_total, tokens_total, samples_total = self._all_sum(
+            [total, float(tokens), float(sum(b["input_ids"].shape[0] for b in batches))]
+        )
+        loss = loss_total / global_targets
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            last = checkpoints(self.out_dir)
+            where = f"last good checkpoint: {last[-1]}" if last else "no checkpoint was written yet"
+            raise TrainingError(
+                f"step {self.step + 1}: loss {loss}, grad norm {grad_norm} (not finite); stopped before "
+                f"the update ({where}). Lower lr, raise warmup_steps or check the data."
+            )
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.consumed += self.cfg.batch_size * len(batches)
+        return {
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": tokens_total,
+            "samples": samples_total,
+        }
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, n: int) -> dict[str, float]:
+        """Greedy decoding of `n` held-out synthetic tables: mean ED and TEDS (rank 0 only)."""
+        from tabvlm.evaluate import score_sample
+        from tabvlm.generate import generate, image_prompt
+
+        cfg = self.cfg
+        data = dataclasses.replace(cfg.data, seed=cfg.eval.seed)
+        n_img = self.model.config.image_tokens
+        stream = SynthStream(data, self.tokenizer, n_img)
+        samples = [stream.sample(i) for i in range(n)]
+        prompt = image_prompt(self.tokenizer, n_img)
+        scores = []
+        self.model.eval()
+        for start in range(0, n, cfg.eval.batch_size):
+            chunk = samples[start : start + cfg.eval.batch_size]
+            pixels = torch.cat([s["pixel_values"] for s in chunk])
+            with self._autocast():
+                gen = generate(
+                    self.model,
+                    self.tokenizer,
+                    pixels,
+                    [prompt] * len(chunk),
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                    constrain=cfg.eval.constrain,
+                )
+            for s, text in zip(chunk, gen.texts):
+                gt = self.tokenizer.decode(
+                    s["labels"][s["labels"] != IGNORE_INDEX].tolist(), skip_special=True
+                )
+                scores.append(score_sample(text, gt))
+        self.model.train()
+        return {k: sum(s[k] for s in scores) / len(scores) for k in ("ed", "teds", "teds_struct")}
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _peak_flops(self) -> float | None:
+        if self.cfg.peak_flops is not None:
+            return self.cfg.peak_flops
+        return CUDA_PEAK_FLOPS if self.device.type == "cuda" else None
+
+    def _memory_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+    def fit(self) -> TrainResult:
+        """Train to max_steps; checkpoints, logs, evaluation; returns the final numbers."""
+        cfg = self.cfg
+        writer = self._writer()
+        wandb = self._wandb()
+        loader = self._loader()
+        peak = self._peak_flops()
+        bar = None
+        if self.is_main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=cfg.max_steps, initial=self.step, unit="step", desc=cfg.stage, dynamic_ncols=True
+            )
+        stats: dict[str, float] = {"loss": float("nan")}
+        window_t, window_tokens, window_samples, window_loss, window_n = time.perf_counter(), 0.0, 0.0, 0.0, 0
+        t_start = time.perf_counter()
+        try:
+            while self.step < cfg.max_steps:
+                batches = [next(loader) for _ in range(cfg.grad_accum)]
+                stats = self.train_step(batches)
+                window_tokens += stats["tokens"]
+                window_samples += stats["samples"]
+                window_loss += stats["loss"]
+                window_n += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    dt = time.perf_counter() - window_t
+                    tok_s, smp_s = window_tokens / dt, window_samples / dt
+                    scalars = {
+                        "train/loss": window_loss / window_n,
+                        "train/lr": stats["lr"],
+                        "train/grad_norm": stats["grad_norm"],
+                        "perf/tokens_per_s": tok_s,
+                        "perf/samples_per_s": smp_s,
+                        "perf/memory_mb": self._memory_mb(),
+                    }
+                    mfu = 6 * self.n_params * tok_s / peak if peak else None
+                    if mfu is not None:
+                        scalars["perf/mfu"] = mfu
+                    self._log(writer, wandb, scalars)
+                    if self.is_main:
+                        logger.info(
+                            "step %d/%d | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | %.1f samples/s | "
+                            "mfu %s | %.1f min",
+                            self.step, cfg.max_steps, scalars["train/loss"], stats["lr"], stats["grad_norm"],
+                            tok_s, smp_s, "n/a" if mfu is None else f"{100 * mfu:.2f}%",
+                            (time.perf_counter() - t_start) / 60,
+                        )  # fmt: skip
+                    self.metrics["loss"] = scalars["train/loss"]
+                    window_t, window_tokens, window_samples, window_loss, window_n = (
+                        time.perf_counter(),
+                        0,
+                        0,
+                        0,
+                        0,
+                    )
+                if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.max_steps:
+                    self._run_eval(cfg.eval.samples, writer, wandb)
+                if self.step % cfg.save_every == 0 and self.step < cfg.max_steps:
+                    self._barrier()
+                    if self.is_main:
+                        self.save_checkpoint()
+            if bar is not None:
+                bar.close()
+            if cfg.eval.final_samples and cfg.stage == "vlm-sft":
+                self._run_eval(cfg.eval.final_samples, writer, wandb, prefix="final")
+            final_dir = None
+            self._barrier()
+            if self.is_main:
+                self.save_checkpoint()
+                final_dir = self.save_final()
+                logger.info("final model: %s (%.1f min)", final_dir, (time.perf_counter() - t_start) / 60)
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+            if wandb is not None:
+                wandb.finish()
+        return TrainResult(self.step, stats["loss"], dict(self.metrics), final_dir)
+
+    def _run_eval(self, n: int, writer: Any, wandb: Any, prefix: str = "eval") -> None:
+        if not self.is_main or self.cfg.stage != "vlm-sft":
+            return
+        t0 = time.perf_counter()
+        scores = self.evaluate(n)
+        self.metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
+        self._log(writer, wandb, {f"{prefix}/{k}": v for k, v in scores.items()})
+        logger.info(
+            "%s step %d | %d tables | ED %.4f | TEDS %.4f | TEDS-struct %.4f | %.0f s",
+            prefix, self.step, n, scores["ed"], scores["teds"], scores["teds_struct"], time.perf_counter() - t0,
+        )  # fmt: skip
+
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def _writer(self) -> Any:
+        if not (self.is_main and self.cfg.tensorboard):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.warning("tensorboard is not installed: no TensorBoard logs (pip install tabvlm[train])")
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _wandb(self) -> Any:
+        if not (self.is_main and self.cfg.wandb_project):
+            return None
+        try:
+            import wandb
+        except ImportError:
+            logger.warning("wandb_project is set but wandb is not installed: skipped")
+            return None
+        wandb.init(project=self.cfg.wandb_project, config=to_dict(self.cfg))
+        return wandb
+
+    def _log(self, writer: Any, wandb: Any, scalars: dict[str, float]) -> None:
+        if writer is not None:
+            for k, v in scalars.items():
+                writer.add_scalar(k, v, self.step)
+        if wandb is not None:
+            wandb.log(scalars, step=self.step)

@@ -1,0 +1,325 @@
+"""The Trainer: config, schedule, freezing, DDP equivalence, exact resume after SIGKILL, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from tabvlm.cli import main as cli_main
+from tabvlm.config import load
+from tabvlm.errors import ConfigError
+from tabvlm.model import TabVLM
+from tabvlm.train import (
+    SampleSource,
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    checkpoints,
+    load_state,
+    lr_factor,
+    param_groups,
+)
+
+ROOT = Path(__file__).parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+SMALL_MODEL = {"lm": {"num_layers": 1}, "vision": {"num_layers": 1}}
+# small English tables, few tokens: a vlm-sft step of the tiny model takes well under a second
+SMALL_SYNTH = {
+    "rows": [2, 3], "cols": [2, 2], "zh_rate": 0.0, "span_rate": 0.0, "long_text_rate": 0.0, "pool_size": 10,
+}  # fmt: skip
+
+
+def config(tmp_path: Path, **extra: object) -> TrainConfig:
+    """A tiny vlm-sft run on the synthetic stream (no eval, no logs)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = {"image_size": 128, "max_len": 256, "synth": SMALL_SYNTH, "render": {"width": [200, 300]}}
+    base = {
+        "stage": "vlm-sft", "model_config": TINY, "model": SMALL_MODEL, "data": data, "train_vision": True,
+        "batch_size": 2, "max_steps": 4, "lr": 1e-3, "warmup_steps": 1, "num_workers": 0,
+        "out_dir": str(tmp_path / "run"), "save_every": 100, "log_every": 1, "progress": False,
+        "tensorboard": False, "eval": {"final_samples": 0},
+    }  # fmt: skip
+    base.update(extra)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(base))  # JSON is YAML
+    return load(TrainConfig, path)
+
+
+def text_config(tmp_path: Path, **extra: object) -> TrainConfig:
+    """A tiny lm-pretrain run on a plain-text jsonl file (fast: no images)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "text.jsonl"
+    lines = [
+        {"text": f"row {i}: <table><tr><td>{i * 7}</td><td>item {i}</td></tr></table>" * (1 + i % 3)}
+        for i in range(40)
+    ]
+    data.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return config(tmp_path, stage="lm-pretrain", data_files=[str(data)], train_vision=None, **extra)
+
+
+def weights(model: TabVLM) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+# --------------------------------------------------------------------------------- config
+
+
+def test_unknown_key_is_an_error_that_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nonsense"):
+        load(TrainConfig, ROOT / "configs" / "quickstart.yaml", ["data.synth.nonsense=1"])
+    with pytest.raises(ConfigError, match="lrr"):
+        load(TrainConfig, ROOT / "configs" / "quickstart.yaml", ["lrr=1"])
+    assert cli_main(["train", str(ROOT / "configs" / "quickstart.yaml"), "optim.lr=1"]) == 1
+
+
+def test_model_keys_are_checked_too(tmp_path: Path) -> None:
+    cfg = config(tmp_path, model={"lm": {"num_layerz": 1}})
+    with pytest.raises(ConfigError, match="num_layerz"):
+        Trainer(cfg)
+
+
+@pytest.mark.parametrize(
+    "name", ["quickstart", "base-lm-pretrain", "base-lm-sft", "base-vlm-pretrain", "base-vlm-sft"]
+)
+def test_recipes_load(name: str) -> None:
+    cfg = load(TrainConfig, ROOT / "configs" / f"{name}.yaml")
+    assert cfg.stage in name or name == "quickstart"
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor() -> None:
+    f = [lr_factor(s, warmup=10, total=110, min_ratio=0.1) for s in range(111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone decay after warmup
+    assert f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1)
+
+
+def test_no_weight_decay_on_norms_biases_embeddings(tmp_path: Path) -> None:
+    model = Trainer(config(tmp_path)).model
+    decay, rest = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
+    decayed = {id(p) for p in decay["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert id(model.language_model.embed_tokens.weight) not in decayed
+    assert id(model.vision_model.embeddings.position_embedding.weight) not in decayed
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert any("q_proj" in names[i] for i in decayed)
+    assert {id(p) for p in rest["params"]} >= {id(p) for p in model.parameters() if p.ndim < 2}
+
+
+def test_stage_freeze_defaults_and_overrides(tmp_path: Path) -> None:
+    def trained(**kw: object) -> set[str]:
+        model = Trainer(config(tmp_path, **kw)).model
+        return {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+
+    assert trained(stage="vlm-pretrain", train_vision=None) == {"connector"}
+    assert trained(stage="vlm-sft", train_vision=None) == {"connector", "language_model"}
+    assert trained(stage="vlm-sft", train_vision=True) == {"vision_model", "connector", "language_model"}
+    assert trained(stage="vlm-pretrain", train_vision=None, train_lm=True) == {"connector", "language_model"}
+
+
+def test_sample_source_mixes_exactly_and_visits_every_record_each_epoch() -> None:
+    files = [[("f", i) for i in range(3)], [("f", i) for i in range(3, 5)]]
+    src = SampleSource(0.25, lambda i: ("s", i), files, seed=0)
+    out = [src(g) for g in range(20)]
+    synth = [x for x in out if x[0] == "s"]
+    assert [i for _, i in synth] == list(range(5))  # a quarter, numbered in order
+    recs = [i for kind, i in out if kind == "f"]
+    assert sorted(recs[:5]) == sorted(recs[5:10]) == list(range(5))
+    assert recs[:5] != recs[5:10]  # a new shuffle each epoch
+
+
+# --------------------------------------------------------------------------------- training
+
+
+def test_loss_goes_down_and_checkpoint_holds_everything(tmp_path: Path) -> None:
+    cfg = text_config(tmp_path, max_steps=12, save_every=6, keep_last=1, lr=3e-3, warmup_steps=2)
+    trainer = Trainer(cfg)
+    first = trainer.train_step([next(trainer._loader())])["loss"]
+    result = trainer.fit()
+    assert result.loss < first - 1.0
+    ckpts = checkpoints(cfg.out_dir)
+    assert [p.name for p in ckpts] == ["step-0000012"]  # keep_last=1 dropped step 6
+    names = {p.name for p in ckpts[0].iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "train_config.yaml",
+        "trainer_state.pt",
+    } <= names
+    state = load_state(ckpts[0])
+    assert state["step"] == 12 and state["consumed"] == 2 * 12  # the step taken above counts as step 1
+    loaded = TabVLM.from_pretrained(result.final_dir)
+    assert max_diff(weights(loaded), weights(trainer.model)) == 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_ddp(rank: int, world: int, port: int, cfg: TrainConfig, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    trainer = Trainer(cfg)
+    trainer.fit()
+    if rank == 0:
+        torch.save(weights(trainer.model), out)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    """2 ranks x batch 2 == 1 rank x batch 4: rank r takes samples r, r+2, ..., and the loss is the
+    token mean of the global batch. What differs is fp32 summation order (the all-reduce adds two
+    partial gradients, one process adds them in one matmul): ~1e-7 relative per step, which Adam
+    turns into update differences of the same relative size; 5e-6 after 3 steps at lr 1e-3 leaves
+    room for that and fails on any real difference (a wrong sample or scale moves weights ~1e-3)."""
+    steps = 3
+    one = text_config(tmp_path / "one", max_steps=steps, batch_size=4, save_every=100)
+    torch.set_num_threads(1)
+    single = Trainer(one)
+    single.fit()
+    two = text_config(tmp_path / "two", max_steps=steps, batch_size=2, save_every=100)
+    out = str(tmp_path / "ddp.pt")
+    mp.start_processes(_run_ddp, args=(2, _free_port(), two, out), nprocs=2, start_method="spawn")
+    ddp = torch.load(out, weights_only=True)
+    assert max_diff(ddp, weights(single.model)) <= 5e-6
+    assert max_diff(ddp, weights(Trainer(text_config(tmp_path / "init")).model)) > 1e-4  # it did train
+
+
+RESUME_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from tabvlm import train
+    original = train.Trainer.save_checkpoint
+    def save_then_hang(self):
+        path = original(self)
+        if self.step == int(sys.argv[1]):
+            print("SAVED", flush=True)
+            time.sleep(600)  # the test SIGKILLs us here, mid-run
+        return path
+    train.Trainer.save_checkpoint = save_then_hang
+    from tabvlm.cli import main
+    sys.exit(main(["train", *sys.argv[2:]]))
+    """
+)
+
+
+def test_resume_after_sigkill_matches_a_straight_run(tmp_path: Path) -> None:
+    n = 2
+    straight = config(tmp_path / "a", max_steps=2 * n, save_every=n)
+    torch.manual_seed(123)
+    expected = Trainer(straight).fit()
+    expected_w = load_file(str(expected.final_dir / "model.safetensors"))
+
+    cfg_path = tmp_path / "b.json"
+    killed = config(tmp_path / "b", max_steps=2 * n, save_every=n, num_workers=1)
+    from tabvlm.config import save
+
+    save(killed, cfg_path)
+    script = tmp_path / "hang.py"
+    script.write_text(RESUME_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(n), str(cfg_path), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        line = ""
+        while "SAVED" not in line and time.time() < deadline:
+            line = proc.stdout.readline() if proc.stdout else ""
+            if not line and proc.poll() is not None:
+                break
+        assert "SAVED" in line, "the training subprocess never wrote its step-N checkpoint"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in checkpoints(killed.out_dir)] == [f"step-{n:07d}"]
+
+    resumed = Trainer(killed, resume=True)
+    assert resumed.step == n
+    result = resumed.fit()
+    got = load_file(str(result.final_dir / "model.safetensors"))
+    assert result.step == 2 * n
+    assert max_diff(got, expected_w) <= 1e-6
+
+
+# --------------------------------------------------------------------------------- faults
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = text_config(tmp_path, max_steps=6, save_every=2)
+    trainer = Trainer(cfg)
+    calls = {"n": 0}
+
+    def poison(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 3 else output  # the 3rd step's forward
+
+    trainer.model.language_model.norm.register_forward_hook(poison)
+    with pytest.raises(TrainingError, match=r"step 3: loss nan.*step-0000002"):
+        trainer.fit()
+    assert [p.name for p in checkpoints(cfg.out_dir)] == ["step-0000002"]
+    assert load_state(checkpoints(cfg.out_dir)[0])["step"] == 2
+    assert trainer.step == 2  # the poisoned update never happened
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_failed_save_leaves_the_previous_checkpoint_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = text_config(tmp_path, max_steps=4, save_every=2)
+    trainer = Trainer(cfg)
+    loader = trainer._loader()
+    for _ in range(2):
+        trainer.train_step([next(loader)])
+    good = trainer.save_checkpoint()
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+
+    def disk_full(state: dict, path: Path) -> None:
+        path.write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tabvlm.train.checkpoint.write_state", disk_full)
+    for _ in range(2):
+        trainer.train_step([next(loader)])
+    with pytest.raises(TrainingError, match="No space left"):
+        trainer.save_checkpoint()
+    assert checkpoints(cfg.out_dir) == [good]
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    assert [p.name for p in (Path(cfg.out_dir) / "checkpoints").iterdir()] == [good.name]  # no temp left
+    assert Trainer(cfg, resume=True).step == 2
+
+
+def test_vlm_sft_evaluates_and_keeps_metrics_in_the_checkpoint(tmp_path: Path) -> None:
+    cfg = config(tmp_path, max_steps=2, save_every=1, eval={"every": 1, "samples": 2, "final_samples": 2,
+                                                            "max_new_tokens": 24, "batch_size": 2})  # fmt: skip
+    result = Trainer(cfg).fit()
+    assert {"eval_ed", "eval_teds", "final_ed", "final_teds"} <= set(result.metrics)
+    assert 0.0 <= result.metrics["final_ed"] <= 1.0
+    saved = json.loads((checkpoints(cfg.out_dir)[-1] / "metrics.json").read_text())
+    assert saved["step"] == 2 and "eval_ed" in saved
