@@ -1,0 +1,63 @@
+"""Serve a model over HTTP: the JSON API, an OpenAI-compatible chat route and the web UI.
+
+Run as: tabvlm serve [--model MODEL_DIR_OR_CONFIG_YAML] [--host 127.0.0.1] [--port 8001]
+                     [--max-batch-size 8] [--max-wait-ms 10] [--max-queue 64] [--timeout 60]
+                     [--max-upload-mb 10] [--max-pixels 25000000] [--max-new-tokens 2048]
+                     [--device cpu] [--no-ui]
+
+Without --model the shipped default model is served. A config .yaml serves random weights (for
+trying the server out). Routes: POST /v1/recognize, POST /v1/chat/completions, GET /v1/models,
+GET /health, docs at /docs, web UI at /. The server binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tabvlm.errors import ConfigError
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="tabvlm serve", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--model", help="model folder, or a config .yaml (random weights); default: the shipped model"
+    )
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8001)
+    ap.add_argument("--max-batch-size", type=int, default=8, help="1 turns batching off")
+    ap.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    ap.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
+    ap.add_argument("--timeout", type=float, default=60.0, help="per-request seconds before 504")
+    ap.add_argument("--max-upload-mb", type=float, default=10.0)
+    ap.add_argument("--max-pixels", type=int, default=25_000_000)
+    ap.add_argument("--max-new-tokens", type=int, default=2048)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-ui", action="store_true", help="API only, no web UI at /")
+    args = ap.parse_args(argv)
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1; found {args.max_new_tokens}")
+
+    import uvicorn
+
+    from tabvlm.recognizer import TableRecognizer
+    from tabvlm.serve import BatchConfig, ServeConfig, create_app
+
+    config = ServeConfig(
+        model_name=Path(args.model).stem if args.model else "tabvlm-base",
+        max_image_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        request_timeout_s=args.timeout,
+        batch=BatchConfig(args.max_batch_size, args.max_wait_ms, args.max_queue),
+        ui=not args.no_ui,
+    )
+    recognizer = TableRecognizer.from_pretrained(
+        args.model, device=args.device, max_new_tokens=args.max_new_tokens
+    )
+    app = create_app(recognizer, config)
+    print(
+        f"tabvlm serve: {config.model_name} at http://{args.host}:{args.port}/ (API docs at /docs)",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

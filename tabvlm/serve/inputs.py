@@ -1,0 +1,151 @@
+"""Request bodies to PIL images, entirely in memory, with the server's limits.
+
+Nothing here touches the file system: the body is read into bytes (counted as it arrives),
+multipart forms are split by python-multipart's streaming parser into byte strings (Starlette's
+own form parser would spool large files to a temporary file), and images decode from BytesIO.
+Each failure is an `InputError` carrying the HTTP status the API answers with.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import AsyncIterator
+
+from PIL import Image, UnidentifiedImageError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from tabvlm.errors import DataError
+
+# Formats worth accepting for a table picture; a short list keeps PIL's rarer decoders out of reach.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the file
+# base64 inflates by 4/3; the JSON around it is small
+JSON_BODY_FACTOR = 4 / 3
+
+
+class InputError(DataError):
+    """A request the server refuses; `status` is the HTTP code (400, 413, ...)."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(message)
+
+
+def body_limit(max_image_bytes: int) -> int:
+    """The most body bytes read for an image limit: room for base64 or multipart framing."""
+    return int(max_image_bytes * JSON_BODY_FACTOR) + MULTIPART_SLACK
+
+
+async def read_body(content_length: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as Content-Length or the bytes counted so far pass
+    `limit` (a client may lie about, or leave out, Content-Length)."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError as e:
+            raise InputError(400, f"Content-Length is not a number: {content_length!r}") from e
+        if declared > limit:
+            raise InputError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+    buf = bytearray()
+    async for chunk in chunks:
+        buf += chunk
+        if len(buf) > limit:
+            raise InputError(413, f"request body is over the limit of {limit} bytes")
+    return bytes(buf)
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """Form fields by name (the first of each), values as bytes, parsed in memory."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InputError(400, "multipart/form-data without a boundary")
+    fields: dict[str, bytes] = {}
+    state: dict[str, object] = {"name": None, "data": bytearray(), "hfield": b"", "hvalue": b""}
+
+    def on_part_begin() -> None:
+        state.update(name=None, data=bytearray())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["hfield"] = state["hfield"] + data[start:end]  # type: ignore[operator]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["hvalue"] = state["hvalue"] + data[start:end]  # type: ignore[operator]
+
+    def on_header_end() -> None:
+        if state["hfield"].lower() == b"content-disposition":  # type: ignore[union-attr]
+            _, opts = parse_options_header(state["hvalue"])  # type: ignore[arg-type]
+            name = opts.get(b"name")
+            state["name"] = name.decode("utf-8", "replace") if name else None
+        state.update(hfield=b"", hvalue=b"")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        state["data"] += data[start:end]  # type: ignore[operator]
+
+    def on_part_end() -> None:
+        name = state["name"]
+        if isinstance(name, str) and name not in fields:
+            fields[name] = bytes(state["data"])  # type: ignore[arg-type]
+
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+        parser.write(body)
+        parser.finalize()
+    except Exception as e:  # python-multipart raises its own error types, and ValueError
+        raise InputError(400, f"malformed multipart/form-data body ({e})") from e
+    return fields
+
+
+def decode_base64_image(text: str) -> bytes:
+    """Image bytes from plain base64 or a `data:image/...;base64,` URI."""
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        if not sep or ";base64" not in header:
+            raise InputError(400, "expected a base64 data URI (data:image/png;base64,...)")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InputError(400, f"the image is not valid base64 ({e})") from e
+
+
+def check_pixels(image: Image.Image, max_pixels: int) -> None:
+    """400 when width x height exceeds `max_pixels` (a decompression bomb, or just too big)."""
+    w, h = image.size
+    if w * h > max_pixels:
+        raise InputError(400, f"image of {w}x{h} = {w * h} pixels is over the limit of {max_pixels} pixels")
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    """A decoded PIL image from bytes: 413 over `max_bytes`, 400 for empty, unknown, corrupt or
+    too-many-pixel images. The pixel count is checked from the header, before decoding. The mode
+    is left alone: preprocessing flattens alpha onto white."""
+    if len(data) > max_bytes:
+        raise InputError(413, f"image of {len(data)} bytes is over the limit of {max_bytes} bytes")
+    if not data:
+        raise InputError(400, "the image is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        check_pixels(img, max_pixels)
+        img.load()  # decode now: a truncated file fails here, not in the model thread
+        return img
+    except InputError:
+        raise
+    # the Warning is raised, not warned, only where warnings are errors; both mean a bomb
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(400, f"image has too many pixels (decompression bomb guard: {e})") from e
+    except UnidentifiedImageError as e:
+        raise InputError(
+            400, f"not an image, or not one of the accepted formats ({', '.join(IMAGE_FORMATS)})"
+        ) from e
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying "corrupt"
+        raise InputError(400, f"corrupt or truncated image ({e})") from e

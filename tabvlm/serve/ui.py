@@ -1,0 +1,170 @@
+"""The Gradio web UI, mounted at `/` on the API's FastAPI app (never `share=True`).
+
+Upload, paste or pick an example image; see the rendered table beside it, its HTML source, the
+time taken, and download HTML / Markdown / CSV. Downloads are written to a fresh temporary folder
+per request (fixed file names, never a path from the user), inside one folder per server that
+keeps only the newest `KEEP_REQUEST_DIRS`. Predictions go through the same batcher as the API.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from fastapi import FastAPI
+from PIL import Image
+
+from tabvlm.errors import TabVLMError
+from tabvlm.serve.batcher import QueueFullError
+from tabvlm.serve.inputs import InputError, check_pixels
+
+logger = logging.getLogger(__name__)
+
+KEEP_REQUEST_DIRS = 64
+N_SYNTH_EXAMPLES = 3
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+# System font stacks only: Gradio's default theme would make every browser fetch Google Fonts.
+THEME_FONTS = {
+    "font": ["ui-sans-serif", "system-ui", "sans-serif"],
+    "font_mono": ["ui-monospace", "monospace"],
+}
+CSS = """
+#tabvlm-table { overflow-x: auto; }
+#tabvlm-table table { border-collapse: collapse; }
+#tabvlm-table td { border: 1px solid #999; padding: 2px 6px; max-width: 24em; overflow-wrap: anywhere; }
+#tabvlm-table thead td { font-weight: bold; background: #f3f3f3; }
+"""
+
+Predict = Callable[[Image.Image, str], Awaitable[Any]]  # (image, task) -> Prediction
+
+
+def example_images(examples_dir: str | None, work_dir: Path) -> list[str]:
+    """Images in `examples_dir`; when there are none, a few synthetic tables drawn into
+    `work_dir` (English only, so no CJK font is needed). [] when neither works."""
+    if examples_dir and Path(examples_dir).is_dir():
+        found = sorted(p for p in Path(examples_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if found:
+            return [str(p) for p in found[:8]]
+    try:
+        from tabvlm.data.fonts import discover_fonts
+        from tabvlm.data.render import RenderConfig, make_sample
+        from tabvlm.data.synth import SynthConfig
+
+        fonts = discover_fonts()
+        synth = SynthConfig(rows=(3, 7), cols=(2, 5), zh_rate=0.0)
+        render = RenderConfig(rotate_rate=0.0, blur_rate=0.0, noise_rate=0.0)
+        out = []
+        for i in range(N_SYNTH_EXAMPLES):
+            _, drawn = make_sample(0, i, synth, render, fonts)
+            path = work_dir / f"example-{i}.png"
+            drawn.image.save(path)
+            out.append(str(path))
+        return out
+    except (ImportError, TabVLMError) as e:
+        logger.warning("no example images for the web UI (%s)", e)
+        return []
+
+
+class _Downloads:
+    """Per-request folders for the download files, pruned to the newest few."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write(self, pred_html: str, markdown: str, csv: str) -> tuple[str, str, str]:
+        folder = Path(tempfile.mkdtemp(prefix="req-", dir=self.root))
+        paths = (folder / "table.html", folder / "table.md", folder / "table.csv")
+        for path, text in zip(paths, (pred_html, markdown, csv), strict=True):
+            path.write_text(text, encoding="utf-8")
+        self._prune()
+        return tuple(str(p) for p in paths)  # type: ignore[return-value]
+
+    def _prune(self) -> None:
+        folders = sorted((p for p in self.root.glob("req-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in folders[:-KEEP_REQUEST_DIRS]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def build_ui(
+    predict: Predict, model_name: str, examples: list[str], downloads: _Downloads, max_pixels: int
+) -> gr.Blocks:
+    """The Blocks app; `predict` is awaited for each click."""
+
+    async def recognise(image: Image.Image | None, task: str) -> tuple[Any, ...]:
+        if image is None:
+            raise gr.Error("Upload, paste or pick an image first.")
+        t0 = time.perf_counter()
+        try:
+            check_pixels(image, max_pixels)
+            pred = await predict(image, task)
+        except InputError as e:
+            raise gr.Error(e.reason) from e
+        except QueueFullError as e:
+            raise gr.Error(f"The server is busy ({e}); try again in a moment.") from e
+        except TimeoutError as e:
+            raise gr.Error("No answer within the request timeout.") from e
+        seconds = time.perf_counter() - t0
+        if task == "html" and pred.html:
+            shown, source = pred.html, pred.html
+        else:  # other tasks (or no table): show the model's text as it is
+            shown, source = f"<pre>{html.escape(pred.raw)}</pre>", pred.raw
+        markdown = pred.markdown if task == "html" else (pred.raw if task == "markdown" else "")
+        files = downloads.write(source, markdown, pred.csv)
+        took = f"{seconds:.3f} s ({pred.tokens} tokens)"
+        return (shown, source, took, *files)
+
+    with gr.Blocks(title="tabvlm", analytics_enabled=False) as blocks:
+        gr.Markdown(f"# tabvlm\nA table image in, HTML out. Model: `{model_name}`.")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(
+                    type="pil", sources=["upload", "clipboard"], label="Table image", elem_id="tabvlm-image"
+                )
+                task = gr.Radio(["html", "otsl", "markdown"], value="html", label="Output")
+                run = gr.Button("Recognise", variant="primary", elem_id="tabvlm-run")
+                if examples:
+                    gr.Examples(examples=examples, inputs=image, label="Examples")
+            with gr.Column():
+                rendered = gr.HTML(label="Table", elem_id="tabvlm-table")
+                took = gr.Textbox(label="Time taken", interactive=False, elem_id="tabvlm-time")
+                with gr.Row():
+                    dl_html = gr.DownloadButton("HTML", value=None)
+                    dl_md = gr.DownloadButton("Markdown", value=None)
+                    dl_csv = gr.DownloadButton("CSV", value=None)
+        source = gr.Code(language="html", label="HTML source", elem_id="tabvlm-source")
+        run.click(
+            recognise,
+            inputs=[image, task],
+            outputs=[rendered, source, took, dl_html, dl_md, dl_csv],
+            concurrency_limit=None,  # the batcher bounds the work; let UI requests batch together
+        )
+    return blocks
+
+
+def mount_ui(app: FastAPI, predict: Predict, config: Any) -> Path:
+    """Build the UI and mount it at `/` on `app` (a `ServeConfig` gives limits and examples).
+    Returns the UI's temporary folder (examples, downloads), for the caller to remove at shutdown."""
+    root = Path(tempfile.mkdtemp(prefix="tabvlm-ui-"))
+    examples = example_images(config.examples_dir, root)
+    blocks = build_ui(predict, config.model_name, examples, _Downloads(root), config.max_pixels)
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        allowed_paths=[str(root)],
+        max_file_size=config.max_image_bytes,
+        ssr_mode=False,  # no Node server
+        mcp_server=False,
+        footer_links=["api"],
+        theme=gr.themes.Default(**THEME_FONTS),
+        css=CSS,
+    )
+    logger.info("web UI at / (%d example images)", len(examples))
+    return root

@@ -1,0 +1,351 @@
+"""The server: every route, every refusal (400/413/503/504), batching, and the CLI verb.
+
+Real-model tests use configs/tiny.yaml random weights (answers are well-formed tables with random
+text); batching, queue and timeout tests use a stub recognizer whose timing the test controls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import struct
+import threading
+import time
+import zlib
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tabvlm.recognizer import Prediction, TableRecognizer
+from tabvlm.serve import BatchConfig, ServeConfig, create_app
+from tabvlm.serve.inputs import body_limit
+from tabvlm.serve.ui import _Downloads, example_images
+from tabvlm.tables.html import parse_html, to_html
+
+MAX_BYTES = 200_000
+MAX_PIXELS = 1_000_000
+
+
+def png_bytes(width: int = 120, height: int = 60, color: str = "white") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming `width` x `height` (the IHDR patched, CRC fixed)."""
+    data = bytearray(png_bytes(1, 1))
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])  # keep depth, colour type, ...
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def chat_body(text: str | None = "Convert the table to HTML.", url: str | None = None) -> dict:
+    parts: list[dict] = [] if text is None else [{"type": "text", "text": text}]
+    if url is not None:
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return {"model": "whatever", "messages": [{"role": "user", "content": parts}]}
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> TableRecognizer:
+    return TableRecognizer.from_pretrained("configs/tiny.yaml", max_new_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def client(recognizer: TableRecognizer):
+    config = ServeConfig(model_name="tiny", ui=False, max_image_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    with TestClient(create_app(recognizer, config)) as c:
+        yield c
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+def test_health_and_models(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok", "model": "tiny", "queued": 0}
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny"]
+
+
+def test_openapi_docs_list_every_route(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/v1/models", "/v1/recognize", "/v1/chat/completions"} <= set(paths)
+    assert "multipart/form-data" in paths["/v1/recognize"]["post"]["requestBody"]["content"]
+
+
+def test_recognize_multipart_returns_a_canonical_table(client: TestClient) -> None:
+    r = client.post("/v1/recognize", files={"file": ("t.png", png_bytes(), "image/png")})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) >= {"html", "markdown", "csv", "seconds", "model"}
+    assert body["model"] == "tiny" and body["task"] == "html" and body["seconds"] > 0
+    assert to_html(parse_html(body["html"])) == body["html"]  # well-formed and canonical
+    assert body["markdown"].startswith("|") and body["tokens"] <= 24
+
+
+def test_recognize_json_base64_and_data_uri_agree(client: TestClient) -> None:
+    data = png_bytes(90, 90, "gray")
+    plain = client.post("/v1/recognize", json={"image": base64.b64encode(data).decode()}).json()
+    uri = client.post("/v1/recognize", json={"image": data_uri(data)}).json()
+    form = client.post("/v1/recognize", files={"file": ("x.png", data, "image/png")}).json()
+    assert plain["html"] == uri["html"] == form["html"] != ""  # greedy: same image, same table
+
+
+def test_recognize_markdown_task(client: TestClient) -> None:
+    r = client.post(
+        "/v1/recognize", files={"file": ("t.png", png_bytes(), "image/png")}, data={"task": "markdown"}
+    )
+    body = r.json()
+    assert r.status_code == 200 and body["task"] == "markdown"
+    assert body["html"] == "" and body["markdown"] == body["text"]
+
+
+def test_chat_completion_has_openai_schema(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json=chat_body(url=data_uri(png_bytes())))
+    assert r.status_code == 200
+    body = r.json()
+    assert (
+        body["object"] == "chat.completion" and body["model"] == "tiny" and body["id"].startswith("chatcmpl-")
+    )
+    assert isinstance(body["created"], int)
+    choice = body["choices"][0]
+    assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
+    assert choice["finish_reason"] in ("stop", "length")
+    assert to_html(parse_html(choice["message"]["content"])) == choice["message"]["content"]
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["prompt_tokens"] > 16  # the 16 image tokens of the tiny config and the prompt
+
+
+def test_chat_prompt_text_chooses_the_task(client: TestClient, recognizer: TableRecognizer) -> None:
+    image = Image.open(io.BytesIO(png_bytes()))
+    expected = recognizer.predict(image, task="otsl").raw
+    r = client.post("/v1/chat/completions", json=chat_body("Give me OTSL", url=data_uri(png_bytes())))
+    assert r.json()["choices"][0]["message"]["content"] == expected
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "words"),
+    [
+        ({"files": {"file": ("t.txt", b"hello, not an image", "text/plain")}}, 400, "not an image"),
+        ({"files": {"file": ("t.png", png_bytes()[:60], "image/png")}}, 400, "corrupt or truncated"),
+        ({"files": {"file": ("t.png", b"", "image/png")}}, 400, "empty"),
+        ({"files": {"other": ("t.png", png_bytes(), "image/png")}}, 400, "no field named 'file'"),
+        (
+            {"files": {"file": ("t.png", png_bytes(), "image/png")}, "data": {"task": "poem"}},
+            400,
+            "unknown task",
+        ),
+        ({"json": {"image": "***not base64***"}}, 400, "not valid base64"),
+        ({"json": {"picture": "abc"}}, 400, '"image"'),
+        ({"json": [1, 2]}, 400, "expected a JSON object"),
+        ({"content": b"{broken", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ({"content": b"abc", "headers": {"content-type": "text/plain"}}, 400, "expected multipart/form-data"),
+        (
+            {"files": {"file": ("t.png", png_bytes(1100, 1000), "image/png")}},
+            400,
+            "over the limit of 1000000 pixels",
+        ),
+        ({"files": {"file": ("t.png", bomb_png(20000, 20000), "image/png")}}, 400, "decompression bomb"),
+    ],
+)
+def test_recognize_refuses_bad_input(client: TestClient, kwargs: dict, status: int, words: str) -> None:
+    r = client.post("/v1/recognize", **kwargs)
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+
+
+def test_upload_over_the_limit_is_413_by_content_length(client: TestClient) -> None:
+    big = b"\0" * (body_limit(MAX_BYTES) + 1)
+    r = client.post("/v1/recognize", files={"file": ("t.png", big, "image/png")})
+    assert r.status_code == 413 and "over the limit" in r.json()["detail"]
+
+
+def test_upload_over_the_limit_is_413_while_reading_without_content_length(client: TestClient) -> None:
+    def chunks():  # a generator body goes out chunked, with no Content-Length
+        for _ in range(10):
+            yield b"x" * 50_000
+
+    r = client.post("/v1/recognize", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit" in r.json()["detail"]
+
+
+def test_decoded_image_over_the_limit_is_413(client: TestClient) -> None:
+    data = b"\x89PNG" + b"\0" * (MAX_BYTES + 10)  # its base64 fits the body limit, the bytes do not
+    r = client.post("/v1/recognize", json={"image": base64.b64encode(data).decode()})
+    assert r.status_code == 413 and f"limit of {MAX_BYTES} bytes" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (chat_body(url="https://example.com/t.png"), "data: URI"),
+        (chat_body(url=None), "exactly one image_url"),
+        ({**chat_body(url=data_uri(png_bytes())), "stream": True}, "stream"),
+        ({"messages": []}, "non-empty list"),
+        ({"messages": [{"role": "system", "content": "hi"}]}, "no message with role 'user'"),
+        (chat_body(url="data:image/png;base64,%%%"), "not valid base64"),
+    ],
+)
+def test_chat_refuses_bad_input_in_openai_error_shape(client: TestClient, body: dict, words: str) -> None:
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert words in error["message"] and error["type"] == "invalid_request_error" and error["code"] == 400
+
+
+# --- batching, queue, timeout (a stub model the test controls) -------------------------------
+
+
+class StubRecognizer:
+    """Answers with a one-cell table naming the image's width; `gate` holds every batch back."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()  # a batch has reached the model
+        self.batch_sizes: list[int] = []
+        self.max_new_tokens = 8
+
+    def predict_many(self, images: list, batch_size: int, task: str = "html") -> list[Prediction]:
+        self.entered.set()
+        self.gate.wait(10)
+        self.batch_sizes.append(len(images))
+        out = []
+        for im in images:
+            html = f"<table><tbody><tr><td>{im.size[0]}</td></tr></tbody></table>"
+            out.append(
+                Prediction(html, html, parse_html(html), f"| {im.size[0]} |", f"{im.size[0]}\n", 0.01, 3)
+            )
+        return out
+
+
+async def _with_app(app, body):  # noqa: ANN001, ANN202 (an async test harness)
+    """Run `body(client)` against `app` in this loop, with its lifespan (the batcher) running."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await body(client)
+
+
+def _post(client: httpx.AsyncClient, width: int):  # noqa: ANN202
+    return client.post("/v1/recognize", files={"file": ("t.png", png_bytes(width, 40), "image/png")})
+
+
+def test_concurrent_requests_share_one_batch_and_each_gets_its_own_answer() -> None:
+    stub = StubRecognizer()
+    app = create_app(stub, ServeConfig(ui=False, batch=BatchConfig(max_batch_size=8, max_wait_ms=300)))
+
+    async def body(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return await asyncio.gather(*(_post(client, 100 + i) for i in range(6)))
+
+    responses = asyncio.run(_with_app(app, body))
+    assert [r.status_code for r in responses] == [200] * 6
+    assert [r.json()["csv"] for r in responses] == [f"{100 + i}\n" for i in range(6)]
+    assert stub.batch_sizes == [6]
+
+
+def test_batching_off_runs_one_image_a_call() -> None:
+    stub = StubRecognizer()
+    app = create_app(stub, ServeConfig(ui=False, batch=BatchConfig(max_batch_size=1, max_wait_ms=300)))
+
+    async def body(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return await asyncio.gather(*(_post(client, 100 + i) for i in range(3)))
+
+    responses = asyncio.run(_with_app(app, body))
+    assert [r.status_code for r in responses] == [200] * 3 and stub.batch_sizes == [1, 1, 1]
+
+
+def test_full_queue_answers_503_and_the_loop_stays_free() -> None:
+    stub = StubRecognizer()
+    stub.gate.clear()  # the worker holds its first batch until released
+    app = create_app(
+        stub, ServeConfig(ui=False, batch=BatchConfig(max_batch_size=1, max_wait_ms=0, max_queue=1))
+    )
+
+    async def body(client: httpx.AsyncClient) -> tuple:
+        first = asyncio.create_task(_post(client, 101))  # taken by the worker, blocked
+        while not stub.entered.is_set():
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(_post(client, 102))  # waits in the queue (size 1)
+        while app.state.batcher.queued < 1:
+            await asyncio.sleep(0.01)
+        t0 = time.perf_counter()
+        third = await _post(client, 103)  # refused at once
+        health = await client.get("/health")  # the event loop is not blocked by the model
+        took = time.perf_counter() - t0
+        stub.gate.set()
+        return await first, await second, third, health, took
+
+    first, second, third, health, took = asyncio.run(_with_app(app, body))
+    assert third.status_code == 503 and "queue is full" in third.json()["detail"]
+    assert third.headers["retry-after"] == "1"
+    assert health.json()["queued"] == 1 and took < 2
+    assert (first.status_code, second.status_code) == (200, 200)
+
+
+def test_request_timeout_answers_504() -> None:
+    stub = StubRecognizer()
+    stub.gate.clear()
+    app = create_app(stub, ServeConfig(ui=False, request_timeout_s=0.2))
+
+    async def body(client: httpx.AsyncClient) -> httpx.Response:
+        r = await _post(client, 100)
+        stub.gate.set()
+        return r
+
+    r = asyncio.run(_with_app(app, body))
+    assert r.status_code == 504 and "timeout" in r.json()["detail"]
+
+
+# --- web UI and CLI ---------------------------------------------------------------------------
+
+
+def test_ui_is_mounted_at_root_beside_the_api(recognizer: TableRecognizer, tmp_path) -> None:  # noqa: ANN001
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    app = create_app(recognizer, ServeConfig(model_name="tiny", examples_dir=str(tmp_path)))
+    with TestClient(app) as c:
+        page = c.get("/")
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+        assert c.get("/health").json()["status"] == "ok"  # API routes are not shadowed by the mount
+
+
+def test_examples_fall_back_to_synthetic_tables(tmp_path) -> None:  # noqa: ANN001
+    found = example_images(str(tmp_path / "missing"), tmp_path)
+    assert len(found) == 3 and all(Image.open(p).size[0] > 50 for p in found)
+
+
+def test_downloads_use_fresh_folders_with_fixed_names(tmp_path) -> None:  # noqa: ANN001
+    downloads = _Downloads(tmp_path)
+    first = downloads.write("<table></table>", "| a |", "a\n")
+    second = downloads.write("<table></table>", "| b |", "b\n")
+    assert [p.rsplit("/", 1)[1] for p in first] == ["table.html", "table.md", "table.csv"]
+    assert first[0].rsplit("/", 1)[0] != second[0].rsplit("/", 1)[0]
+    assert all(p.startswith(str(tmp_path)) for p in first + second)
+
+
+def test_serve_command_binds_loopback_by_default(monkeypatch) -> None:  # noqa: ANN001
+    import uvicorn
+
+    from tabvlm.commands import serve
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert serve.main(["--model", "configs/tiny.yaml", "--no-ui", "--max-batch-size", "4"]) == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8001)
+    assert (
+        seen["app"].state.config.batch.max_batch_size == 4 and seen["app"].state.config.model_name == "tiny"
+    )
