@@ -18,7 +18,9 @@ import json
 import platform
 import random
 import statistics
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,6 +32,7 @@ TEXT_TOKENS = 400
 
 
 def param_counts() -> dict[str, dict]:
+    """Parameter counts and image tokens per config, built on the meta device (no memory)."""
     out = {}
     for name in ("tiny", "base", "nanotab-0.5b"):
         cfg = load_model_config(ROOT / "configs" / f"{name}.yaml")
@@ -38,7 +41,8 @@ def param_counts() -> dict[str, dict]:
     return out
 
 
-def median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn: Callable[[], None], repeats: int) -> float:
+    """Median wall time of `fn` over `repeats` calls, after one untimed warm-up call."""
     fn()  # warm-up: allocator, oneDNN kernels
     times = []
     for _ in range(repeats):
@@ -49,6 +53,7 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def speed(batch: int, repeats: int) -> dict[str, float]:
+    """Forward and forward+backward time of configs/base.yaml on (batch, 256 + 400) tokens."""
     cfg = load_model_config(ROOT / "configs" / "base.yaml")
     torch.manual_seed(0)
     model = TabVLM(cfg)
@@ -80,6 +85,7 @@ def speed(batch: int, repeats: int) -> dict[str, float]:
 
 
 def tokens_per_table(n: int = 100) -> dict[str, dict[str, float]]:
+    """Mean / median tokens of `n` zh and `n` en synthetic tables' HTML: ours vs Qwen3's."""
     from tabvlm.data.synth import SynthConfig, synthesize
     from tabvlm.tables.html import to_html
     from tabvlm.tokenizer import load_qwen3_tokenizer, load_tokenizer
@@ -103,10 +109,14 @@ def tokens_per_table(n: int = 100) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "model_speed.json"))
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (2 on a shared 2-core machine spin)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # random weights drive some activations subnormal, and x86 math on subnormals is ~10x slower
+    torch.set_flush_denormal(True)
 
     params = param_counts()
     print(f"{'config':<14}{'vision':>13}{'projector':>12}{'lm':>14}{'total':>14}{'img tok':>9}")
@@ -133,7 +143,12 @@ def main() -> None:
             f"{r['qwen3_over_tabvlm']:>14.2f}"
         )
 
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit,
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": args.threads,

@@ -115,8 +115,8 @@ def generate(
     """Continue every prompt; greedy by default.
 
     Args:
-        model: a `TabVLM` (anything with `forward(input_ids, pixel_values, attention_mask, cache)`
-            returning `.logits`, and `new_cache(batch, max_len)`).
+        model: a `TabVLM` (anything with `forward(input_ids, pixel_values, attention_mask, cache,
+            logits_to_keep)` returning `.logits`, and `new_cache(batch, max_len)`).
         pixel_values: (B, 3, S, S) images in the order their `<|image_pad|>` runs appear, or None.
         prompts: chat texts (see `image_prompt`) or token id lists, one per sequence.
         constrain: True: the table grammar (only well-formed canonical tables, closed in time);
@@ -152,7 +152,9 @@ def generate(
     cache = model.new_cache(B, T + max_new_tokens) if use_cache else None
     seqs = input_ids  # (b, T+step): only the uncached path keeps whole sequences
 
-    logits = model(input_ids, pixel_values=pixel_values, attention_mask=mask, cache=cache).logits[:, -1]
+    logits = model(
+        input_ids, pixel_values=pixel_values, attention_mask=mask, cache=cache, logits_to_keep=1
+    ).logits[:, -1]
     grammar = None
     if isinstance(constrain, TableGrammar):
         grammar = constrain
@@ -194,9 +196,12 @@ def generate(
                 pixel_values = None if pixel_values is None else pixel_values[sel]
         step_mask = full_mask[:, : T + step + 1]  # (b, past+1)
         if cache is not None:
-            logits = model(next_ids[:, None], attention_mask=step_mask, cache=cache).logits[:, -1]
+            out = model(next_ids[:, None], attention_mask=step_mask, cache=cache, logits_to_keep=1)
+            logits = out.logits[:, -1]
         else:
             seqs = torch.cat([seqs, next_ids[:, None]], dim=1)
-            logits = model(seqs, pixel_values=pixel_values, attention_mask=step_mask).logits[:, -1]
+            logits = model(
+                seqs, pixel_values=pixel_values, attention_mask=step_mask, logits_to_keep=1
+            ).logits[:, -1]
     texts = [tokenizer.decode(t, skip_special=True) for t in out_tokens]
     return Generation(out_tokens, texts, reasons)

@@ -66,7 +66,9 @@ class ScriptedLM(nn.Module):
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(1, batch, 1, max_len, 1)
 
-    def forward(self, input_ids, pixel_values=None, attention_mask=None, cache=None) -> VLMOutput:
+    def forward(
+        self, input_ids, pixel_values=None, attention_mask=None, cache=None, logits_to_keep=0
+    ) -> VLMOutput:
         self.calls.append(input_ids.shape[0])
         last = input_ids[:, -1].tolist()
         logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], self.vocab)

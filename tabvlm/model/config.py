@@ -26,6 +26,12 @@ class VisionConfig:
     num_heads: int = 6
     intermediate_size: int = 1152
     layer_norm_eps: float = 1e-6
+    # Subtracted from the SigLIP-normalised pixels before the patch embedding. 0 is SigLIP. 1.0 puts
+    # white paper at 0, for towers trained from scratch on documents: with a +1 background every
+    # filter's response to blank paper is a sum of its 768 weights, AdamW grows that constant ~768x
+    # faster than the text-dependent part, and within ~20 steps every patch looks alike (the LM then
+    # never learns to read the image). Exports fold it into the patch-embedding bias.
+    pixel_offset: float = 0.0
     # A local transformers SigLIP / SigLIP2 folder whose weights initialise the tower.
     pretrained: str | None = None
 

@@ -9,6 +9,11 @@ Parameter names follow transformers' Llama/Qwen3 (`embed_tokens`, `layers.N.self
 Masks and positions: `attention_mask` (B, past+T) is 1 for real tokens (left padding allowed) and
 positions are `cumsum(mask) - 1`; `segment_ids` (B, T) packs several samples into one row, with
 attention kept inside each segment and positions restarting at each segment start.
+
+Decoding speed (batch 1 on CPU is bound by per-op overhead and weight reads, not FLOPs): a decode
+step (one new token after a filled cache) builds no causal mask, only the padding row of
+`attention_mask` when there is one; GQA uses SDPA's `enable_gqa` instead of copying the cached
+keys/values for every query head; RoPE is one `roll` and two multiplies.
 """
 
 from __future__ import annotations
@@ -76,10 +81,24 @@ def positions_and_mask(
     """Position ids (B, T) and a boolean SDPA mask (B, 1, T, past+T), True = may attend.
 
     The mask is None when plain causal attention suffices (no padding, no packing, nothing
-    cached). Every query may attend to itself, so a padded query row is never fully masked
-    (SDPA would turn that row into NaN, which then leaks into gradients and the cache).
+    cached) and on a decode step without padding (one query row sees every cached key). Every
+    query may attend to itself, so a padded query row is never fully masked (SDPA would turn
+    that row into NaN, which then leaks into gradients and the cache).
     """
     T, S = length, past + length
+    if attention_mask is not None and attention_mask.shape != (batch, S):
+        raise TabVLMError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}, expected ({batch}, {S}) "
+            f"(past {past} + current {T} tokens)"
+        )
+    if T == 1 and past > 0 and segment_ids is None:
+        # Decode step: the one query is the newest position, so causality masks nothing.
+        if attention_mask is None:
+            return torch.full((batch, 1), past, device=device), None
+        positions = (attention_mask.sum(-1, keepdim=True) - 1).clamp(min=0)  # (B, 1)
+        allowed = attention_mask != 0  # (B, S), a new tensor: safe to write into
+        allowed[:, -1] = True  # a query always sees itself
+        return positions, allowed[:, None, None]  # (B, 1, 1, S)
     q_idx = past + torch.arange(T, device=device)  # (T,)
     k_idx = torch.arange(S, device=device)  # (S,)
     allowed = (k_idx[None, :] <= q_idx[:, None])[None]  # (1, T, S) causal
@@ -94,11 +113,6 @@ def positions_and_mask(
         if attention_mask is not None:
             allowed = allowed & attention_mask.bool()[:, None, :]
     elif attention_mask is not None:
-        if attention_mask.shape != (batch, S):
-            raise TabVLMError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, expected ({batch}, {S}) "
-                f"(past {past} + current {T} tokens)"
-            )
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T)
         allowed = allowed & attention_mask.bool()[:, None, :]  # (B, T, S)
     else:
@@ -118,31 +132,33 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        # One fused op instead of five; the scale is applied after the cast back, as in Llama.
+        h = F.rms_norm(x.float(), self.weight.shape, eps=self.eps)
         return self.weight * h.to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables (max_positions, head_dim), looked up by position ids."""
+    """cos/sin tables (max_positions, head_dim), looked up by position ids.
+
+    `sin` is stored with the sign of Llama's rotate-half folded in (first half negated), so
+    rotate_half(x) * sin == roll(x, hd/2) * sin_signed, bit for bit, with one op less.
+    """
 
     def __init__(self, head_dim: int, max_positions: int, theta: float):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # (P, hd/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (P, hd): the rotate-half layout of Llama
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", torch.cat([angles.cos(), angles.cos()], dim=-1), persistent=False)
+        self.register_buffer("sin", torch.cat([-angles.sin(), angles.sin()], dim=-1), persistent=False)
 
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.cos[positions], self.sin[positions]  # (B, T, hd) each
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, signed sin), each (B, 1, T, hd) in `dtype`: broadcast over heads."""
+        return self.cos[positions][:, None].to(dtype), self.sin[positions][:, None].to(dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, T, hd) by the per-position angles (B, T, hd)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return x * cos[:, None].to(x.dtype) + rotated * sin[:, None].to(x.dtype)
+    """Rotate x (B, H, T, hd) by the per-position angles cos, signed sin (B, 1, T, hd)."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 class Attention(nn.Module):
@@ -153,9 +169,9 @@ class Attention(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
         self.head_dim = cfg.attn_head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * self.head_dim, bias=False)
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * self.head_dim, bias=cfg.attention_bias)  # Qwen2 has q/k/v biases
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * self.head_dim, bias=cfg.attention_bias)  # Qwen2 has q/k/v biases
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * self.head_dim, bias=cfg.attention_bias)  # Qwen2 has q/k/v biases
         self.o_proj = nn.Linear(cfg.num_heads * self.head_dim, cfg.hidden_size, bias=False)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
@@ -180,11 +196,11 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past+T, hd)
-        # Repeat each kv head for its query group (works on every torch >= 2.4).
-        rep = self.num_heads // self.num_kv_heads
-        k = k.repeat_interleave(rep, dim=1)  # (B, H, S, hd)
-        v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        # enable_gqa shares each kv head with its query group without copying keys/values;
+        # without a mask, T > 1 means a causal forward from position 0, T == 1 a decode step.
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=True
+        )  # (B, H, T, hd)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
 
@@ -261,7 +277,7 @@ class LanguageModel(nn.Module):
             raise TabVLMError("segment_ids (packed training) cannot be combined with a KV cache")
         past = cache.length if cache is not None else 0
         positions, mask = positions_and_mask(B, T, past, attention_mask, segment_ids, inputs_embeds.device)
-        cos, sin = self.rotary_emb(positions)  # (B, T, hd)
+        cos, sin = self.rotary_emb(positions, inputs_embeds.dtype)  # (B, 1, T, hd) each
         x = inputs_embeds
         for layer in self.layers:
             x = layer(x, cos, sin, mask, cache)

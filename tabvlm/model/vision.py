@@ -24,12 +24,16 @@ class VisionEmbeddings(nn.Module):
         self.patch_embedding = nn.Conv2d(
             cfg.num_channels, cfg.hidden_size, kernel_size=cfg.patch_size, stride=cfg.patch_size
         )
+        self.pixel_offset = cfg.pixel_offset  # see VisionConfig.pixel_offset
         self.num_patches = cfg.grid_size**2
         self.position_embedding = nn.Embedding(self.num_patches, cfg.hidden_size)
         self.register_buffer("position_ids", torch.arange(self.num_patches)[None], persistent=False)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (N, D, g, g)
+        pixel_values = pixel_values.to(self.patch_embedding.weight.dtype)
+        if self.pixel_offset:
+            pixel_values = pixel_values - self.pixel_offset
+        x = self.patch_embedding(pixel_values)  # (N, D, g, g)
         x = x.flatten(2).transpose(1, 2)  # (N, g*g, D), row-major over the patch grid
         return x + self.position_embedding(self.position_ids)
 

@@ -4,8 +4,8 @@ The prompt holds exactly `config.image_tokens` `<|image_pad|>` tokens (id `confi
 per image; their embeddings are replaced, in order, by the projected image features. The splice
 is shape-static (`masked_scatter`), and a count mismatch is an error, never a silent truncation.
 
-Submodule names follow Idefics3/SmolVLM (`vision_model`, `connector`, `lm_head`) with the LM as
-`language_model`, so an export to transformers is a rename. Weights are saved as safetensors
+Submodules (`vision_model`, `connector`, `language_model`, `lm_head`) map one to one onto
+transformers' Cohere2Vision, so the export (`tabvlm.hf.export`) is a rename. Weights are saved as safetensors
 with `config.json` beside them.
 """
 
@@ -23,7 +23,6 @@ from torch import nn
 
 from tabvlm.config import to_dict
 from tabvlm.errors import TabVLMError
-from tabvlm.hf.load import load_backbones
 from tabvlm.model.config import ModelConfig, load_model_config
 from tabvlm.model.lm import KVCache, LanguageModel
 from tabvlm.model.projector import Connector
@@ -63,6 +62,9 @@ class TabVLM(nn.Module):
         if config.lm.tie_embeddings:
             self.lm_head.weight = self.language_model.embed_tokens.weight
         if load_pretrained and (config.vision.pretrained or config.lm.pretrained):
+            # Late import: tabvlm.hf.load imports tabvlm.model, whose __init__ imports this module.
+            from tabvlm.hf.load import load_backbones
+
             load_backbones(self, config)
 
     @staticmethod
@@ -118,6 +120,7 @@ class TabVLM(nn.Module):
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
         segment_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> VLMOutput:
         """Logits (B, T, V) for input_ids (B, T); loss when labels (B, T) are given.
 
@@ -125,12 +128,18 @@ class TabVLM(nn.Module):
         cumsum(mask) - 1. cache: keys/values are appended, so pass only the new tokens.
         segment_ids: (B, T) sample index of each token in packed training rows (no cache).
         labels: token ids aligned with input_ids (shifted inside), -100 = ignored.
+        logits_to_keep: N > 0 computes logits (B, N, V) for the last N positions only (generation
+        needs just the last; the head over a whole prompt is a large matmul); 0 = all.
         """
         # Decode steps (cache already filled, no new images) skip the count check and its sync.
         check = pixel_values is not None or cache is None or cache.length == 0
         embeds = self.embed(input_ids, pixel_values, check=check)
         hidden = self.language_model(embeds, attention_mask, segment_ids, cache)  # (B, T, C)
-        logits = self.lm_head(hidden)  # (B, T, V)
+        if logits_to_keep > 0:
+            if labels is not None:
+                raise TabVLMError("labels need logits at every position; drop logits_to_keep")
+            hidden = hidden[:, -logits_to_keep:]  # (B, N, C)
+        logits = self.lm_head(hidden)  # (B, T or N, V)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(

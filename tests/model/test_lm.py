@@ -8,7 +8,7 @@ import torch
 from tabvlm.config import from_dict, to_dict
 from tabvlm.errors import TabVLMError
 from tabvlm.model import ModelConfig, TabVLM, load_model_config
-from tabvlm.model.lm import positions_and_mask
+from tabvlm.model.lm import RotaryEmbedding, apply_rotary, positions_and_mask
 
 TINY = Path(__file__).parents[2] / "configs" / "tiny.yaml"
 
@@ -153,3 +153,44 @@ def test_cache_buffers_are_preallocated_per_layer():
     assert len(cache.keys) == len(cache.values) == cfg.num_layers
     assert cache.keys[0].shape == (2, cfg.num_kv_heads, 50, cfg.attn_head_dim)
     assert cache.length == 0 and cache.max_len == 50
+
+
+def test_decode_step_mask_is_only_the_padding_row():
+    pos, mask = positions_and_mask(2, 1, 5, None, None, torch.device("cpu"))
+    assert pos.tolist() == [[5], [5]] and mask is None  # no padding: attend to every cached key
+    att = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    pos, mask = positions_and_mask(2, 1, 5, att, None, torch.device("cpu"))
+    assert pos.tolist() == [[3], [5]]
+    assert mask.shape == (2, 1, 1, 6) and torch.equal(mask[:, 0, 0], att)
+    att[0, -1] = False  # a padded query still sees itself, and the caller's mask is not written
+    _, mask = positions_and_mask(2, 1, 5, att, None, torch.device("cpu"))
+    assert mask[0, 0, 0].tolist() == [False, False, True, True, True, True] and not att[0, -1]
+
+
+def test_rotary_matches_the_rotate_half_formula_exactly():
+    rope = RotaryEmbedding(8, 32, 10000.0)
+    x = torch.randn(2, 3, 5, 8, generator=torch.Generator().manual_seed(7))  # (B, H, T, hd)
+    positions = torch.tensor([[0, 1, 2, 3, 4], [3, 9, 17, 30, 31]])
+    cos, sin = rope(positions, x.dtype)
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 8, 2, dtype=torch.float32) / 8))
+    angles = positions[..., None].float() * inv_freq  # (B, T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, hd)
+    x1, x2 = x.chunk(2, dim=-1)
+    expected = x * angles.cos() + torch.cat([-x2, x1], dim=-1) * angles.sin()
+    assert torch.equal(apply_rotary(x, cos, sin), expected)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_logits_to_keep_gives_the_last_positions_only(variant):
+    model = tiny(**variant)
+    ids = text_ids(torch.Generator().manual_seed(8), 2, 12)
+    with torch.no_grad():
+        full = model(ids).logits
+        last = model(ids, logits_to_keep=1).logits
+        cache = model.new_cache(2, 16)
+        model(ids[:, :11], cache=cache, logits_to_keep=1)
+        step = model(ids[:, 11:], cache=cache, logits_to_keep=1).logits
+    assert last.shape == (2, 1, full.shape[-1]) and (last - full[:, -1:]).abs().max() <= 1e-5
+    assert (step - full[:, -1:]).abs().max() <= 1e-5
+    with pytest.raises(TabVLMError, match="logits_to_keep"):
+        model(ids, labels=ids, logits_to_keep=1)

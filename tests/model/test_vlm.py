@@ -159,3 +159,26 @@ def test_save_writes_the_tokenizer_and_missing_files_are_named(model, tmp_path):
         TabVLM.from_pretrained(tmp_path / "m")
     with pytest.raises(TabVLMError, match="no such model folder"):
         TabVLM.from_pretrained(tmp_path / "nothing")
+
+
+def test_pixel_offset_equals_a_folded_patch_bias():
+    # conv(x - o) == conv(x) with bias b - o * sum(W): white paper (+1) becomes 0 for the tower,
+    # and a SigLIP-layout export stays exact by folding the offset into the bias.
+    cfg = load_model_config(TINY, ["vision.pixel_offset=1.0"])
+    torch.manual_seed(0)
+    shifted = TabVLM(cfg).eval()
+    plain_cfg = load_model_config(TINY)
+    plain = TabVLM(plain_cfg).eval()
+    state = shifted.state_dict()
+    w = state["vision_model.embeddings.patch_embedding.weight"]
+    state["vision_model.embeddings.patch_embedding.bias"] = (
+        state["vision_model.embeddings.patch_embedding.bias"] - w.sum(dim=(1, 2, 3))
+    )
+    plain.load_state_dict(state)
+    x = images(2)
+    with torch.no_grad():
+        torch.testing.assert_close(shifted.encode_images(x), plain.encode_images(x), atol=1e-5, rtol=1e-4)
+        white = torch.ones(1, 3, 128, 128)
+        emb = shifted.vision_model.embeddings
+        patches = emb.patch_embedding(white - 1.0)  # what the tower's conv sees for blank paper
+        assert patches.abs().max() == 0  # zero bias at init: blank paper is exactly 0

@@ -1,0 +1,1 @@
+"""Interop with transformers: pretrained backbones in (`load`), whole models out (`export`)."""
