@@ -170,10 +170,8 @@ def test_pixel_offset_equals_a_folded_patch_bias():
     plain_cfg = load_model_config(TINY)
     plain = TabVLM(plain_cfg).eval()
     state = shifted.state_dict()
-    w = state["vision_model.embeddings.patch_embedding.weight"]
-    state["vision_model.embeddings.patch_embedding.bias"] = (
-        state["vision_model.embeddings.patch_embedding.bias"] - w.sum(dim=(1, 2, 3))
-    )
+    key = "vision_model.embeddings.patch_embedding."
+    state[key + "bias"] = state[key + "bias"] - state[key + "weight"].sum(dim=(1, 2, 3))
     plain.load_state_dict(state)
     x = images(2)
     with torch.no_grad():
