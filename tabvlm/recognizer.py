@@ -31,7 +31,8 @@ from tabvlm.tokenizer import TableTokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path("models/tabvlm-base")
+# The shipped default model lives in the repository beside the package (editable install).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "tabvlm-base"
 
 ImageInput = str | Path | Image.Image
 
