@@ -11,16 +11,13 @@ Run as: .venv/bin/python bench/export_speed.py [--config configs/base.yaml] [--t
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import transformers
+from common import write_result
 
 from tabvlm.generate import generate, image_prompt
 from tabvlm.hf.export import export_hf
@@ -74,17 +71,10 @@ def main() -> None:
     print(f"{'engine':>13} {'batch':>5} {'tokens/s':>9} {'median s':>9}")
     for r in rows:
         print(f"{r['engine']:>13} {r['batch']:>5} {r['tokens_per_s']:>9.1f} {r['median_s']:>9.2f}")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    result = {
-        "date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": platform.processor() or platform.machine(),
-        "threads": args.threads, "torch": torch.__version__, "transformers": transformers.__version__,
+    write_result(args.out, {
+        "threads": args.threads, "transformers": transformers.__version__,
         "config": args.config, "tokens": args.tokens, "image_tokens": model.image_tokens, "rows": rows,
-    }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

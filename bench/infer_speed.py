@@ -8,14 +8,11 @@ Run as: .venv/bin/python bench/infer_speed.py [--config configs/base.yaml] [--to
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import torch
+from common import write_result
 
 from tabvlm.generate import generate, image_prompt, table_grammar
 from tabvlm.recognizer import TableRecognizer
@@ -72,18 +69,11 @@ def main() -> None:
               f"{r['tokens_per_s']:>9.1f} {runs:>24}")  # fmt: skip
     print("constraint overhead:", ", ".join(f"batch {b}: {100 * v:+.1f}%" for b, v in overhead.items()))
     print(f"grammar tables built once in {grammar_s:.2f} s")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    result = {
-        "date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": platform.processor() or platform.machine(),
-        "threads": args.threads, "torch": torch.__version__, "config": args.config, "tokens": args.tokens,
+    write_result(args.out, {
+        "threads": args.threads, "config": args.config, "tokens": args.tokens,
         "image_tokens": model.image_tokens, "grammar_build_s": round(grammar_s, 3), "rows": rows,
         "constraint_overhead": overhead,
-    }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

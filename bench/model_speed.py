@@ -14,16 +14,14 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import random
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import write_result
 
 from tabvlm.model import TabVLM, load_model_config
 
@@ -143,23 +141,17 @@ def main() -> None:
             f"{r['qwen3_over_tabvlm']:>14.2f}"
         )
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": commit,
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "repeats": args.repeats,
-        "params": params,
-        "speed_base": speeds,
-        "tokens_per_table": tokens,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out}")
+    print()
+    write_result(
+        args.out,
+        {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "params": params,
+            "speed_base": speeds,
+            "tokens_per_table": tokens,
+        },
+    )
 
 
 if __name__ == "__main__":

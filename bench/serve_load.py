@@ -18,11 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
-import platform
 import socket
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -30,6 +27,7 @@ from pathlib import Path
 import httpx
 import torch
 import uvicorn
+from common import write_result
 
 from tabvlm.data.fonts import discover_fonts
 from tabvlm.data.render import RenderConfig, make_sample
@@ -159,25 +157,18 @@ def main() -> None:
             f"{r['max_batch_size']:>9} {r['answered_ok']:>4} {r['wrong']:>5} {r['failed_or_lost']:>4} "
             f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['throughput_rps']:>7.2f} {r['mean_batch']:>10.2f}"
         )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": commit,
-        "machine": platform.processor() or platform.machine(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "config": args.config,
-        "max_new_tokens": args.max_new_tokens,
-        "requests": args.requests,
-        "clients": args.clients,
-        "max_wait_ms": args.max_wait_ms,
-        "rows": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(
+        args.out,
+        {
+            "threads": args.threads,
+            "config": args.config,
+            "max_new_tokens": args.max_new_tokens,
+            "requests": args.requests,
+            "clients": args.clients,
+            "max_wait_ms": args.max_wait_ms,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -16,13 +16,11 @@ bench/results/synth_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from common import write_result
 
 from tabvlm.data.fonts import discover_fonts
 from tabvlm.data.render import RenderConfig, make_sample, render, sample_rngs
@@ -110,25 +108,7 @@ def main() -> None:
             "n/a" if r[f"per_s_through_{s}"] is None else str(r[f"per_s_through_{s}"]) for s in stages
         )
         print(f"{r['setting']:<9} {r['mean_megapixels']:>5} {ms}   {rate}")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%d"),
-                "commit": commit,
-                "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
-                "image_size": args.size,
-                "stream_render": STREAM,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, {"image_size": args.size, "stream_render": STREAM, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -14,15 +14,14 @@ Prints a table and writes bench/results/train_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import write_result
 
 from tabvlm.config import from_dict
 from tabvlm.model import load_model_config
@@ -119,19 +118,13 @@ def main() -> None:
         "data_wait_s": data_s,
         "peak_memory_mb": memory_mb,
         "mfu": 6 * n_params * (tokens / step_s) / CUDA_PEAK_FLOPS if args.device == "cuda" else None,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "date": time.strftime("%Y-%m-%d"),
     }
     print(f"{'config':<22}{'device':<8}{'batch':>6}{'tok/step':>10}{'tok/s':>10}{'samples/s':>11}"
           f"{'step s':>8}{'data s':>8}{'peak MB':>9}{'MFU':>8}")  # fmt: skip
     mfu = "-" if result["mfu"] is None else f"{100 * result['mfu']:.1f}%"
     print(f"{result['config']:<22}{args.device:<8}{args.batch_size:>6}{tokens:>10.0f}{result['tokens_per_s']:>10.0f}"
           f"{result['samples_per_s']:>11.2f}{step_s:>8.2f}{data_s:>8.2f}{memory_mb:>9.0f}{mfu:>8}")  # fmt: skip
-    out = ROOT / "bench" / "results" / "train_speed.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(ROOT / "bench" / "results" / "train_speed.json", result)
 
 
 if __name__ == "__main__":
