@@ -13,9 +13,11 @@ table. Cell text is normalised (single spaces, no newlines); wrapping is the ren
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tabvlm.errors import ConfigError
@@ -43,6 +45,11 @@ class SynthConfig:
     escape_rate: float = 0.05  # tables where some cells carry & < >
     pool_size: int = 300  # faker items per pool
     pool_seed: int = 0  # seeds the faker pools (not the tables)
+    # Content controls, for narrow tasks (the quickstart): None / the defaults draw everything.
+    column_types: dict[str, float] | None = None  # kind -> weight; None: the built-in mix
+    label_sources: tuple[str, ...] = ("words", "phrases", "cities", "jobs", "companies")
+    number_magnitudes: tuple[int, ...] = (10, 100, 1000, 10_000, 1_000_000)  # int/decimal/money scale
+    max_word_len: int = 0  # > 0: headers, labels and statuses only from list items this short
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "header_rows"):
@@ -57,6 +64,27 @@ class SynthConfig:
                 raise ConfigError(f"synth.{name}: expected a rate in [0, 1], found {getattr(self, name)}")
         if self.pool_size < 10:
             raise ConfigError(f"synth.pool_size: expected >= 10, found {self.pool_size}")
+        if self.column_types is not None:
+            unknown = sorted(set(self.column_types) - set(COLUMN_TYPES))
+            if unknown:
+                raise ConfigError(
+                    f"synth.column_types: unknown kind(s) {unknown}; known: {list(COLUMN_TYPES)}"
+                )
+            if any(w < 0 for w in self.column_types.values()) or sum(self.column_types.values()) <= 0:
+                raise ConfigError(
+                    f"synth.column_types: expected weights >= 0 with a positive sum, found {self.column_types}"
+                )
+        bad = sorted(set(self.label_sources) - set(_LABEL_SOURCES))
+        if not self.label_sources or bad:
+            raise ConfigError(
+                f"synth.label_sources: expected some of {list(_LABEL_SOURCES)}, found {list(self.label_sources)}"
+            )
+        if self.max_word_len < 0:
+            raise ConfigError(f"synth.max_word_len: expected >= 0 (0: no limit), found {self.max_word_len}")
+        if not self.number_magnitudes or any(m < 1 for m in self.number_magnitudes):
+            raise ConfigError(
+                f"synth.number_magnitudes: expected positive integers, found {list(self.number_magnitudes)}"
+            )
 
 
 def normalise_text(text: str) -> str:
@@ -119,6 +147,7 @@ COLUMN_TYPES = ("label", "int", "decimal", "money", "percent", "date", "code", "
 _TYPE_WEIGHTS = {"label": 3, "int": 5, "decimal": 5, "money": 4, "percent": 4, "date": 2, "code": 1.5,
                  "text": 0, "name": 1.5, "company": 1, "city": 1, "status": 1.5, "year": 1}  # fmt: skip
 _NUMERIC = {"int", "decimal", "money", "percent", "year"}
+_LABEL_SOURCES = ("words", "phrases", "cities", "jobs", "companies")
 
 HEADERS = {
     "en": {
@@ -195,11 +224,18 @@ class Column:
     fmt: dict = field(default_factory=dict)
 
 
-def _plan_column(rng: random.Random, kind: str, lang: str) -> Column:
+def _short(items: Sequence[str], limit: int) -> Sequence[str]:
+    """The items at most `limit` characters long (all when limit is 0; the shortest when none)."""
+    if not limit:
+        return items
+    return [x for x in items if len(x) <= limit] or [min(items, key=len)]
+
+
+def _plan_column(rng: random.Random, kind: str, lang: str, cfg: SynthConfig) -> Column:
     """Fix the per-column format so all cells of a column look alike (aligned numeric columns)."""
     fmt: dict = {}
     if kind in ("int", "decimal", "money"):
-        fmt["mag"] = rng.choice([10, 100, 1000, 10_000, 1_000_000])
+        fmt["mag"] = rng.choice(cfg.number_magnitudes)
         fmt["decimals"] = {"int": 0, "decimal": rng.choice([1, 2, 2, 3, 4]), "money": rng.choice([0, 2, 2])}[
             kind
         ]
@@ -220,9 +256,10 @@ def _plan_column(rng: random.Random, kind: str, lang: str) -> Column:
         fmt["prefix"] = letters + rng.choice(["-", "", "/", "-", "_"])
         fmt["digits"] = rng.randint(3, 6)
     if kind == "status":
-        fmt["values"] = rng.sample(STATUS[lang], rng.randint(2, 4))
+        values = _short(STATUS[lang], cfg.max_word_len)
+        fmt["values"] = rng.sample(values, min(len(values), rng.randint(2, 4)))
     if kind == "label":
-        fmt["source"] = rng.choice(["words", "phrases", "cities", "jobs", "companies"])
+        fmt["source"] = rng.choice(cfg.label_sources)
     return Column(kind, fmt)
 
 
@@ -332,12 +369,25 @@ def _header_cells(
     return cells
 
 
+@functools.lru_cache(maxsize=8)
+def _short_pools(lang: str, seed: int, size: int, limit: int) -> Pools:
+    full = make_pools(lang, seed, size)
+    return Pools(**{f.name: tuple(_short(getattr(full, f.name), limit)) for f in dataclasses.fields(Pools)})
+
+
+def _pools(lang: str, cfg: SynthConfig) -> Pools:
+    """The text pools of `lang`, cut to `cfg.max_word_len` when that is set."""
+    if not cfg.max_word_len:
+        return make_pools(lang, cfg.pool_seed, cfg.pool_size)
+    return _short_pools(lang, cfg.pool_seed, cfg.pool_size, cfg.max_word_len)
+
+
 def synthesize(rng: random.Random, cfg: SynthConfig) -> Table:
     """A random, valid table grid drawn with `rng` under the controls of `cfg`."""
     lang = "zh" if rng.random() < cfg.zh_rate else "en"
-    pools = make_pools(lang, cfg.pool_seed, cfg.pool_size)
+    pools = _pools(lang, cfg)
     mixed = lang == "zh" and rng.random() < cfg.mix_rate
-    en_pools = make_pools("en", cfg.pool_seed, cfg.pool_size) if mixed else pools
+    en_pools = _pools("en", cfg) if mixed else pools
 
     n_rows = _draw_size(rng, *cfg.rows)
     n_cols = _draw_size(rng, *cfg.cols)
@@ -353,22 +403,26 @@ def synthesize(rng: random.Random, cfg: SynthConfig) -> Table:
     escapes = rng.random() < cfg.escape_rate
 
     # Column types: row labels first (often), then weighted picks; one long-text column sometimes.
-    kinds = list(_TYPE_WEIGHTS)
-    weights = list(_TYPE_WEIGHTS.values())
+    type_weights = cfg.column_types or _TYPE_WEIGHTS
+    kinds = list(type_weights)
+    weights = list(type_weights.values())
     first_label = rng.random() < cfg.row_label_rate
     col_kinds = [rng.choices(kinds, weights)[0] for _ in range(n_cols)]
     if first_label:
-        col_kinds[0] = rng.choice(["label", "label", "name", "company", "city", "year", "date"])
+        label_kinds = [
+            k for k in ("label", "label", "name", "company", "city", "year", "date") if type_weights.get(k)
+        ]
+        col_kinds[0] = rng.choice(label_kinds) if label_kinds else col_kinds[0]
     if n_cols > 1 and rng.random() < cfg.long_text_rate:
         col_kinds[rng.randrange(1, n_cols) if n_cols > 2 else n_cols - 1] = "text"
-    columns = [_plan_column(rng, k, lang) for k in col_kinds]
+    columns = [_plan_column(rng, k, lang, cfg) for k in col_kinds]
     col_pools = [en_pools if mixed and rng.random() < 0.4 else pools for _ in columns]
 
     names = []
     for col in columns:
-        name = rng.choice(HEADERS[lang][col.kind])
+        name = rng.choice(_short(HEADERS[lang][col.kind], cfg.max_word_len))
         if mixed and rng.random() < 0.3:
-            name = rng.choice(HEADERS["en"][col.kind])
+            name = rng.choice(_short(HEADERS["en"][col.kind], cfg.max_word_len))
         names.append(name)
 
     cells = _header_cells(rng, names, h, spans, lang, first_label and n_cols > 1) if h else []

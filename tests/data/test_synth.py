@@ -10,7 +10,7 @@ from PIL import Image
 
 from tabvlm import config as config_io
 from tabvlm.cli import main as cli_main
-from tabvlm.data.synth import SynthConfig, has_cjk, normalise_text, synthesize
+from tabvlm.data.synth import HEADERS, STATUS, SynthConfig, has_cjk, make_pools, normalise_text, synthesize
 from tabvlm.errors import ConfigError
 from tabvlm.tables.html import parse_html, to_html
 from tabvlm.tasks import user_prompt
@@ -96,6 +96,43 @@ def test_numeric_columns_stay_numeric():
                 assert all(any(ch.isdigit() for ch in x) for x in body), body
                 seen += 1
     assert seen > 0
+
+
+def test_content_controls_narrow_the_cell_text():
+    # The quickstart's task: row labels from the word pool, integers below 1000, statuses, years.
+    cfg = SynthConfig(
+        rows=(2, 4), cols=(2, 3), header_rows=(1, 1), zh_rate=0.0, span_rate=0.0, blank_rate=0.0, long_text_rate=0.0,
+        escape_rate=0.0, pool_size=20, column_types={"label": 3, "int": 5, "status": 1, "year": 1},
+        label_sources=("words",), number_magnitudes=(10, 100, 1000),
+    )  # fmt: skip
+    words = {w.capitalize() for w in make_pools("en", 0, 20).words}
+    statuses = set(STATUS["en"])
+    headers = {h for kind in ("label", "int", "status", "year") for h in HEADERS["en"][kind]}
+    kinds_seen = set()
+    for t in tables(cfg, 200):
+        for c in t.cells:
+            if c.row < t.header_rows:
+                assert c.text in headers, c.text
+            elif c.text in words:
+                kinds_seen.add("label")
+            elif c.text in statuses:
+                kinds_seen.add("status")
+            else:  # an integer below 1000 (negatives as -8 or (8)) or a year
+                digits = c.text.strip("-()")
+                assert digits.isdigit() and (int(digits) < 1000 or 1990 <= int(digits) <= 2025), c.text
+                kinds_seen.add("number")
+    assert kinds_seen == {"label", "status", "number"}
+
+
+def test_content_controls_reject_unknown_values():
+    with pytest.raises(ConfigError, match="column_types.*'money2'"):
+        SynthConfig(column_types={"money2": 1.0})
+    with pytest.raises(ConfigError, match="column_types"):
+        SynthConfig(column_types={"int": 0.0})
+    with pytest.raises(ConfigError, match="label_sources"):
+        SynthConfig(label_sources=("verbs",))
+    with pytest.raises(ConfigError, match="number_magnitudes"):
+        SynthConfig(number_magnitudes=(0,))
 
 
 def test_config_from_yaml_and_bad_values(tmp_path):
