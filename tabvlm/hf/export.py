@@ -164,6 +164,10 @@ def export_hf(model: TabVLM, tokenizer: Any, out: str | Path) -> Path:
     """Write `out/` (config.json, model.safetensors, generation_config.json, tokenizer and
     processor files) for `AutoModelForImageTextToText` / `AutoProcessor`; returns the folder."""
     tf = _transformers()
+    if model.config.vision.stem != "patch":
+        raise TabVLMError(
+            f"vision.stem {model.config.vision.stem!r} has no SigLIP equivalent; only 'patch' towers export"
+        )
     if model.config.image_token_id != tokenizer.image_pad_id:
         raise TabVLMError(
             f"model image_token_id {model.config.image_token_id} is not the tokenizer's "

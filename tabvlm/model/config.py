@@ -32,6 +32,12 @@ class VisionConfig:
     # faster than the text-dependent part, and within ~20 steps every patch looks alike (the LM then
     # never learns to read the image). Exports fold it into the patch-embedding bias.
     pixel_offset: float = 0.0
+    # "patch": one patch_size x patch_size convolution (SigLIP; loads and exports as SigLIP).
+    # "conv": log2(patch_size) 3x3 stride-2 convolutions (Xiao et al. 2021, "Early convolutions
+    # help transformers see better"), the same token grid: a tower trained from scratch then sees
+    # a glyph alike wherever it falls in a patch, instead of learning it once per offset. Not
+    # loadable from / exportable to SigLIP.
+    stem: str = "patch"
     # A local transformers SigLIP / SigLIP2 folder whose weights initialise the tower.
     pretrained: str | None = None
 
@@ -43,6 +49,14 @@ class VisionConfig:
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"vision.hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
+            )
+        if self.stem not in ("patch", "conv"):
+            raise ConfigError(f"vision.stem: expected 'patch' or 'conv', found {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ConfigError(f"vision.stem 'conv' needs a power-of-two patch_size, found {self.patch_size}")
+        if self.stem == "conv" and self.pretrained:
+            raise ConfigError(
+                "vision.stem 'conv' cannot load SigLIP weights (vision.pretrained); use stem 'patch'"
             )
 
     @property

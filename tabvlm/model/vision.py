@@ -16,21 +16,50 @@ from torch import nn
 from tabvlm.model.config import VisionConfig
 
 
+class ConvStem(nn.Sequential):
+    """log2(patch) 3x3 stride-2 convolutions with GELU between them, widths doubling up to
+    `hidden_size`: (N, C, S, S) -> (N, hidden, S/patch, S/patch), the patch grid's shape."""
+
+    def __init__(self, cfg: VisionConfig):
+        n = cfg.patch_size.bit_length() - 1  # stride-2 stages
+        widths = [max(8, cfg.hidden_size >> (n - 1 - i)) for i in range(n)]
+        layers: list[nn.Module] = []
+        c_in = cfg.num_channels
+        for i, c_out in enumerate(widths):
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1))
+            if i < n - 1:
+                layers.append(nn.GELU())
+            c_in = c_out
+        super().__init__(*layers)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He init (fan-in, ReLU gain), zero biases: the small-normal init of the rest of the
+        model would shrink the signal ~5x a layer through this stack."""
+        for m in self:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+
 class VisionEmbeddings(nn.Module):
     """Pixels -> one token a patch, plus a learned position embedding."""
 
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.patch_embedding = nn.Conv2d(
-            cfg.num_channels, cfg.hidden_size, kernel_size=cfg.patch_size, stride=cfg.patch_size
-        )
+        if cfg.stem == "conv":
+            self.patch_embedding: nn.Module = ConvStem(cfg)
+        else:
+            self.patch_embedding = nn.Conv2d(
+                cfg.num_channels, cfg.hidden_size, kernel_size=cfg.patch_size, stride=cfg.patch_size
+            )
         self.pixel_offset = cfg.pixel_offset  # see VisionConfig.pixel_offset
         self.num_patches = cfg.grid_size**2
         self.position_embedding = nn.Embedding(self.num_patches, cfg.hidden_size)
         self.register_buffer("position_ids", torch.arange(self.num_patches)[None], persistent=False)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pixel_values = pixel_values.to(self.patch_embedding.weight.dtype)
+        pixel_values = pixel_values.to(self.position_embedding.weight.dtype)
         if self.pixel_offset:
             pixel_values = pixel_values - self.pixel_offset
         x = self.patch_embedding(pixel_values)  # (N, D, g, g)

@@ -180,3 +180,33 @@ def test_pixel_offset_equals_a_folded_patch_bias():
         emb = shifted.vision_model.embeddings
         patches = emb.patch_embedding(white - 1.0)  # what the tower's conv sees for blank paper
         assert patches.abs().max() == 0  # zero bias at init: blank paper is exactly 0
+
+
+def test_conv_stem_keeps_the_token_grid_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = TabVLM(load_model_config(TINY, ["vision.stem=conv"])).eval()
+    stem = model.vision_model.embeddings.patch_embedding
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in stem) == 4  # 16 px patches: four stride-2 convs
+    feats = model.encode_images(images(2))
+    assert feats.shape == (2, model.image_tokens, model.config.lm.hidden_size)
+    # He init, not the 0.02 normal of the rest: the stem's output keeps the pixels' scale
+    out = stem(images(2).float() - model.config.vision.pixel_offset)
+    assert 0.1 < out.std() < 10
+    model.save_pretrained(tmp_path / "m")
+    again = TabVLM.from_pretrained(tmp_path / "m")
+    ids = prompt(model, 1)
+    torch.testing.assert_close(
+        again(ids, pixel_values=images(1)).logits, model(ids, pixel_values=images(1)).logits
+    )
+
+
+def test_conv_stem_rejects_what_it_cannot_do():
+    from tabvlm.errors import ConfigError
+    from tabvlm.model.config import VisionConfig
+
+    with pytest.raises(ConfigError, match="stem"):
+        VisionConfig(stem="resnet")
+    with pytest.raises(ConfigError, match="power-of-two"):
+        VisionConfig(image_size=96, patch_size=12, stem="conv")
+    with pytest.raises(ConfigError, match="SigLIP"):
+        VisionConfig(stem="conv", pretrained="/some/siglip")
