@@ -1,8 +1,12 @@
 """Decode speed of the base model on CPU: ms per table and generated tokens/s, with and without the
-table grammar, at batch 1 and 8 (random weights, a fixed 400 output tokens: stopping disabled).
+table grammar, at batch 1 and 8, in float32 and bfloat16 (random weights, a fixed 400 output
+tokens: stopping disabled). The time covers the whole table: vision tower, prefill and decoding.
 
 Run as: .venv/bin/python bench/infer_speed.py [--config configs/base.yaml] [--tokens 400]
-        [--batch-sizes 1 8] [--repeats 3] [--threads 2] [--out bench/results/infer_speed.json]
+        [--batch-sizes 1 8] [--dtypes float32 bfloat16] [--repeats 3] [--threads 2]
+        [--out bench/results/infer_speed.json]
+        --packed-ab: instead, batch 1 float32 with the packed decode weights (tabvlm.model.lm.
+        PackedLinears) on and off in alternating rounds, and whether both give the same tokens.
 """
 
 from __future__ import annotations
@@ -23,57 +27,99 @@ def main() -> None:
     ap.add_argument("--config", default="configs/base.yaml")
     ap.add_argument("--tokens", type=int, default=400)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/infer_speed.json")
+    ap.add_argument("--packed-ab", action="store_true", help="A/B of the packed decode weights only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     # random weights drive some activations subnormal, and x86 math on subnormals is ~10x slower
     torch.set_flush_denormal(True)
-    rec = TableRecognizer.from_pretrained(args.config, seed=0)
-    model, tok = rec.model, rec.tokenizer
-    size = model.config.vision.image_size
-    t0 = time.perf_counter()
-    table_grammar(tok, model.config.lm.vocab_size)  # built once per process; timed apart
-    grammar_s = time.perf_counter() - t0
-    prompt = image_prompt(tok, model.image_tokens)
-    gen = torch.Generator().manual_seed(0)
+    if args.packed_ab:
+        packed_ab(args)
+        return
     rows = []
-    for batch in args.batch_sizes:
-        px = torch.rand(batch, 3, size, size, generator=gen) * 2 - 1  # (B, 3, S, S)
-        # interleave the two modes so that load from other processes hits both alike
-        times: dict[bool, list[float]] = {False: [], True: []}
-        for _ in range(args.repeats):
+    grammar_s = 0.0
+    for dtype in args.dtypes:
+        rec = TableRecognizer.from_pretrained(args.config, seed=0, dtype=dtype)
+        model, tok = rec.model, rec.tokenizer
+        size = model.config.vision.image_size
+        if not grammar_s:
+            t0 = time.perf_counter()
+            table_grammar(tok, model.config.lm.vocab_size)  # built once per process; timed apart
+            grammar_s = time.perf_counter() - t0
+        prompt = image_prompt(tok, model.image_tokens)
+        gen = torch.Generator().manual_seed(0)
+        for batch in args.batch_sizes:
+            px = torch.rand(batch, 3, size, size, generator=gen) * 2 - 1  # (B, 3, S, S)
+            # interleave the two modes so that load from other processes hits both alike
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(args.repeats):
+                for constrain in (False, True):
+                    t = time.perf_counter()
+                    out = generate(model, tok, px, [prompt] * batch, max_new_tokens=args.tokens,
+                                   constrain=constrain, ignore_eos=True)  # fmt: skip
+                    times[constrain].append(time.perf_counter() - t)
+                    assert all(len(x) == args.tokens for x in out.tokens)
             for constrain in (False, True):
-                t = time.perf_counter()
-                out = generate(model, tok, px, [prompt] * batch, max_new_tokens=args.tokens,
-                               constrain=constrain, ignore_eos=True)  # fmt: skip
-                times[constrain].append(time.perf_counter() - t)
-                assert all(len(x) == args.tokens for x in out.tokens)
-        for constrain in (False, True):
-            med = statistics.median(times[constrain])
-            rows.append({
-                "batch": batch, "constrained": constrain, "median_s": round(med, 3),
-                "ms_per_table": round(1000 * med / batch, 1),
-                "tokens_per_s": round(batch * args.tokens / med, 1),
-                "all_s": [round(x, 3) for x in times[constrain]],
-            })  # fmt: skip
-    by = {(r["batch"], r["constrained"]): r for r in rows}
+                med = statistics.median(times[constrain])
+                rows.append({
+                    "dtype": dtype, "batch": batch, "constrained": constrain, "median_s": round(med, 3),
+                    "ms_per_table": round(1000 * med / batch, 1),
+                    "tokens_per_s": round(batch * args.tokens / med, 1),
+                    "all_s": [round(x, 3) for x in times[constrain]],
+                })  # fmt: skip
+    by = {(r["dtype"], r["batch"], r["constrained"]): r for r in rows}
     overhead = {
-        b: round(by[(b, True)]["median_s"] / by[(b, False)]["median_s"] - 1, 4) for b in args.batch_sizes
-    }
-    print(f"{'batch':>5} {'grammar':>8} {'ms/table':>9} {'tokens/s':>9} {'runs (s)':>24}")
+        f"{d} batch {b}": round(by[(d, b, True)]["median_s"] / by[(d, b, False)]["median_s"] - 1, 4)
+        for d in args.dtypes for b in args.batch_sizes
+    }  # fmt: skip
+    print(f"{'dtype':>9} {'batch':>5} {'grammar':>8} {'ms/table':>9} {'tokens/s':>9} {'runs (s)':>24}")
     for r in rows:
         runs = " ".join(f"{x:.2f}" for x in r["all_s"])
-        print(f"{r['batch']:>5} {'on' if r['constrained'] else 'off':>8} {r['ms_per_table']:>9.1f} "
-              f"{r['tokens_per_s']:>9.1f} {runs:>24}")  # fmt: skip
-    print("constraint overhead:", ", ".join(f"batch {b}: {100 * v:+.1f}%" for b, v in overhead.items()))
+        print(f"{r['dtype']:>9} {r['batch']:>5} {'on' if r['constrained'] else 'off':>8} "
+              f"{r['ms_per_table']:>9.1f} {r['tokens_per_s']:>9.1f} {runs:>24}")  # fmt: skip
+    print("constraint overhead:", ", ".join(f"{k}: {100 * v:+.1f}%" for k, v in overhead.items()))
     print(f"grammar tables built once in {grammar_s:.2f} s")
     write_result(args.out, {
         "threads": args.threads, "config": args.config, "tokens": args.tokens,
-        "image_tokens": model.image_tokens, "grammar_build_s": round(grammar_s, 3), "rows": rows,
+        "image_tokens": model.image_tokens, "dtypes": args.dtypes, "grammar_build_s": round(grammar_s, 3), "rows": rows,
         "constraint_overhead": overhead,
     })  # fmt: skip
+
+
+def packed_ab(args: argparse.Namespace) -> None:
+    from tabvlm.model import lm
+
+    rec = TableRecognizer.from_pretrained(args.config, seed=0)
+    model, tok = rec.model, rec.tokenizer
+    size = model.config.vision.image_size
+    px = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    prompt = image_prompt(tok, model.image_tokens)
+    active = lm.PackedLinears.active
+    times: dict[str, list[float]] = {"packed": [], "plain": []}
+    tokens: dict[str, list[int]] = {}
+    try:
+        for _ in range(args.repeats):
+            for mode in times:
+                lm.PackedLinears.active = staticmethod(active if mode == "packed" else lambda x: False)
+                t = time.perf_counter()
+                out = generate(model, tok, px, [prompt], max_new_tokens=args.tokens, ignore_eos=True)
+                times[mode].append(time.perf_counter() - t)
+                tokens[mode] = out.tokens[0]
+    finally:
+        lm.PackedLinears.active = staticmethod(active)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    rows = {m: {"median_s": round(med[m], 3), "tokens_per_s": round(args.tokens / med[m], 1),
+                "all_s": [round(x, 3) for x in times[m]]} for m in times}  # fmt: skip
+    same = tokens["packed"] == tokens["plain"]
+    for m, r in rows.items():
+        print(f"{m:>7}: {r['median_s']:.3f} s a table, {r['tokens_per_s']:.1f} tokens/s  runs {r['all_s']}")
+    print(f"speed-up x{med['plain'] / med['packed']:.2f}; same tokens: {same}")
+    write_result(args.out, {"threads": args.threads, "config": args.config, "tokens": args.tokens,
+                            "packed_ab": rows, "speedup": round(med["plain"] / med["packed"], 3),
+                            "same_tokens": same})  # fmt: skip
 
 
 if __name__ == "__main__":

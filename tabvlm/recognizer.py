@@ -69,6 +69,18 @@ def load_image(image: ImageInput) -> Image.Image:
         raise DataError(f"cannot read the image ({e})", file=str(path)) from e
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """'float32' | 'fp32' | 'bfloat16' | 'bf16' (or a torch dtype of those) -> the torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ConfigError(f"dtype: expected one of {sorted(DTYPES)}, found {dtype!r}")
+
+
 class TableRecognizer:
     """A model + tokenizer pair, ready to read tables."""
 
@@ -86,11 +98,16 @@ class TableRecognizer:
         path: str | Path | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        dtype: str | torch.dtype = "float32",
         **kwargs: object,
     ) -> TableRecognizer:
         """Load a model folder (written by `TabVLM.save_pretrained`), or build random weights
         (drawn from `seed`) from a config YAML (tests, benchmarks). `path=None`: the shipped
-        default model `models/tabvlm-base/`. Other keyword arguments go to the constructor."""
+        default model `models/tabvlm-base/`. `dtype` "float32" (default) or "bfloat16": bf16
+        halves the weights' memory; whether it is faster depends on the CPU's bf16 kernels (on
+        the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not: 81 vs 99 tokens/s at batch 1, even
+        at batch 8). Other keyword arguments go to the constructor."""
+        torch_dtype = parse_dtype(dtype)
         if path is None:
             if not DEFAULT_MODEL_DIR.is_dir():
                 raise TabVLMError(
@@ -101,7 +118,7 @@ class TableRecognizer:
             path = DEFAULT_MODEL_DIR
         path = Path(path)
         if path.is_dir():
-            model = TabVLM.from_pretrained(path, device=device)
+            model = TabVLM.from_pretrained(path, device=device, dtype=torch_dtype)
             tok_file = path / "tokenizer.json"
             tokenizer = load_tokenizer(tok_file if tok_file.is_file() else None)
         elif path.suffix in (".yaml", ".yml"):
@@ -109,7 +126,7 @@ class TableRecognizer:
             with torch.random.fork_rng(devices=[]):  # random weights from `seed`, global RNG untouched
                 torch.manual_seed(seed)
                 model = TabVLM(config)
-            model = model.to(device).eval()
+            model = model.to(device=device, dtype=torch_dtype).eval()
             tokenizer = load_tokenizer()
         else:
             raise ConfigError(f"{path}: expected a model folder or a config .yaml")

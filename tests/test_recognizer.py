@@ -94,3 +94,25 @@ def test_cli_writes_one_file_per_image(
     assert sorted(p.name for p in tmp_path.glob("*.md")) == ["t0.md", "t1.md"]
     assert predict_cmd.main(["--model", TINY, "--max-new-tokens", "16", images[0]]) == 0
     assert capsys.readouterr().out.startswith("<table>")
+
+
+def test_bfloat16_recognizer_tracks_float32(rec: TableRecognizer, image_dir: Path) -> None:
+    import torch
+
+    from tabvlm.data.dataset import preprocess_images
+    from tabvlm.errors import ConfigError
+    from tabvlm.generate import image_prompt
+
+    half = TableRecognizer.from_pretrained(TINY, dtype="bfloat16", max_new_tokens=24)
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    pred = half.predict(image_dir / "t0.png")
+    assert pred.table is not None and pred.html == to_html(parse_html(pred.raw))
+    # the same weights (seed 0) rounded to bf16: the next-token logits keep their direction
+    px = preprocess_images([Image.open(image_dir / "t0.png")], rec.model.config.vision.image_size)
+    ids = torch.tensor([rec.tokenizer.encode(image_prompt(rec.tokenizer, rec.model.image_tokens))])
+    with torch.no_grad():
+        full = rec.model(ids, pixel_values=px).logits[0, -1]
+        low = half.model(ids, pixel_values=px).logits[0, -1].float()
+    assert torch.nn.functional.cosine_similarity(full, low, dim=0) > 0.99
+    with pytest.raises(ConfigError, match="dtype.*float16"):
+        TableRecognizer.from_pretrained(TINY, dtype="float16")

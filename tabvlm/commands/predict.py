@@ -69,6 +69,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=2048)
     ap.add_argument("--no-constrain", action="store_true", help="free decoding (no table grammar)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="bfloat16 halves the weights' memory; speed depends on the CPU (docs/BENCHMARKS.md)",
+    )
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise ConfigError("--batch-size and --max-new-tokens must be >= 1")
@@ -85,7 +91,11 @@ def main(argv: list[str]) -> int:
         print("tabvlm predict: no images found", file=sys.stderr)
         return 1
     rec = TableRecognizer.from_pretrained(
-        args.model, device=args.device, max_new_tokens=args.max_new_tokens, constrain=not args.no_constrain
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        max_new_tokens=args.max_new_tokens,
+        constrain=not args.no_constrain,
     )
     out = Path(args.out) if args.out else None
     jsonl = out is not None and out.suffix == ".jsonl"

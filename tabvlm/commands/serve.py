@@ -33,6 +33,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-pixels", type=int, default=25_000_000)
     ap.add_argument("--max-new-tokens", type=int, default=2048)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="bfloat16 halves the weights' memory; speed depends on the CPU (docs/BENCHMARKS.md)",
+    )
     ap.add_argument("--no-ui", action="store_true", help="API only, no web UI at /")
     args = ap.parse_args(argv)
     if args.max_new_tokens < 1:
@@ -52,7 +58,7 @@ def main(argv: list[str]) -> int:
         ui=not args.no_ui,
     )
     recognizer = TableRecognizer.from_pretrained(
-        args.model, device=args.device, max_new_tokens=args.max_new_tokens
+        args.model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens
     )
     app = create_app(recognizer, config)
     print(

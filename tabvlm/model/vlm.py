@@ -24,9 +24,9 @@ from torch import nn
 from tabvlm.config import to_dict
 from tabvlm.errors import TabVLMError
 from tabvlm.model.config import ModelConfig, load_model_config
-from tabvlm.model.lm import KVCache, LanguageModel
+from tabvlm.model.lm import KVCache, LanguageModel, PackedLinears
 from tabvlm.model.projector import Connector
-from tabvlm.model.vision import VisionTransformer
+from tabvlm.model.vision import ConvStem, VisionTransformer
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -59,8 +59,12 @@ class TabVLM(nn.Module):
         self.language_model = LanguageModel(config.lm)
         self.lm_head = nn.Linear(config.lm.hidden_size, config.lm.vocab_size, bias=False)
         self.apply(self._init_weights)
+        for module in self.modules():
+            if isinstance(module, ConvStem):
+                module.reset_parameters()  # its own init (see ConvStem)
         if config.lm.tie_embeddings:
             self.lm_head.weight = self.language_model.embed_tokens.weight
+        self.packed_head = PackedLinears(self.lm_head)
         if load_pretrained and (config.vision.pretrained or config.lm.pretrained):
             # Late import: tabvlm.hf.load imports tabvlm.model, whose __init__ imports this module.
             from tabvlm.hf.load import load_backbones
@@ -139,7 +143,9 @@ class TabVLM(nn.Module):
             if labels is not None:
                 raise TabVLMError("labels need logits at every position; drop logits_to_keep")
             hidden = hidden[:, -logits_to_keep:]  # (B, N, C)
-        logits = self.lm_head(hidden)  # (B, T or N, V)
+        logits = (
+            self.packed_head(hidden) if PackedLinears.active(hidden) else self.lm_head(hidden)
+        )  # (B, T or N, V)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(

@@ -194,3 +194,24 @@ def test_logits_to_keep_gives_the_last_positions_only(variant):
     assert (step - full[:, -1:]).abs().max() <= 1e-5
     with pytest.raises(TabVLMError, match="logits_to_keep"):
         model(ids, labels=ids, logits_to_keep=1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS + [{"attention_bias": True}])
+def test_packed_inference_weights_match_the_layers_and_follow_updates(variant):
+    # Without autograd on CPU, q/k/v, gate/up and the head run on packed transposed copies.
+    model = tiny(**variant)
+    ids = text_ids(torch.Generator().manual_seed(5), 2, 9)
+    reference = model(ids).logits.detach()  # autograd on: the nn.Linear path
+    with torch.no_grad():
+        packed = model(ids).logits
+    torch.testing.assert_close(packed, reference, rtol=1e-5, atol=1e-5)
+    attn = model.language_model.layers[0].self_attn
+    assert attn.packed_qkv.weight is not None  # the packed path ran
+    # an in-place update (an optimizer step, load_state_dict) must reach the packed copy
+    with torch.no_grad():
+        model.language_model.layers[0].mlp.up_proj.weight.mul_(3.0)
+        attn.k_proj.weight.add_(0.05)
+        model.lm_head.weight.mul_(0.5)
+        after = model(ids).logits
+    torch.testing.assert_close(after, model(ids).logits.detach(), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(after, packed)
