@@ -134,6 +134,8 @@ class PackedLinears:
     never leave it stale. Used only when autograd is off and the input is on CPU (`active`)."""
 
     def __init__(self, *linears: nn.Linear):
+        if len({lin.bias is None for lin in linears}) > 1:
+            raise TabVLMError("PackedLinears: all or none of the packed layers need a bias")
         self.linears = linears
         self.key: tuple = ()
         self.weight: torch.Tensor | None = None
@@ -148,10 +150,8 @@ class PackedLinears:
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
         if key != self.key:
             self.weight = torch.cat([lin.weight for lin in self.linears]).detach().t().contiguous()
-            has_bias = [lin.bias is not None for lin in self.linears]
-            self.bias = torch.cat([lin.bias for lin in self.linears]).detach() if all(has_bias) else None
-            if any(has_bias) and not all(has_bias):
-                raise TabVLMError("PackedLinears: all or none of the packed layers need a bias")
+            has_bias = self.linears[0].bias is not None
+            self.bias = torch.cat([lin.bias for lin in self.linears]).detach() if has_bias else None
             self.key = key
         y = x @ self.weight
         return y if self.bias is None else y + self.bias
@@ -203,15 +203,11 @@ class Attention(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
         self.head_dim = cfg.attn_head_dim
-        self.q_proj = nn.Linear(
-            cfg.hidden_size, cfg.num_heads * self.head_dim, bias=cfg.attention_bias
-        )  # Qwen2 has q/k/v biases
-        self.k_proj = nn.Linear(
-            cfg.hidden_size, cfg.num_kv_heads * self.head_dim, bias=cfg.attention_bias
-        )  # Qwen2 has q/k/v biases
-        self.v_proj = nn.Linear(
-            cfg.hidden_size, cfg.num_kv_heads * self.head_dim, bias=cfg.attention_bias
-        )  # Qwen2 has q/k/v biases
+        q_dim, kv_dim = cfg.num_heads * self.head_dim, cfg.num_kv_heads * self.head_dim
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, q_dim, bias=bias)  # Qwen2 has q/k/v biases
+        self.k_proj = nn.Linear(cfg.hidden_size, kv_dim, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, kv_dim, bias=bias)
         self.o_proj = nn.Linear(cfg.num_heads * self.head_dim, cfg.hidden_size, bias=False)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
