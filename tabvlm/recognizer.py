@@ -105,8 +105,8 @@ class TableRecognizer:
         (drawn from `seed`) from a config YAML (tests, benchmarks). `path=None`: the shipped
         default model `models/tabvlm-base/`. `dtype` "float32" (default) or "bfloat16": bf16
         halves the weights' memory; whether it is faster depends on the CPU's bf16 kernels (on
-        the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not: 81 vs 99 tokens/s at batch 1, even
-        at batch 8). Other keyword arguments go to the constructor."""
+        the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not: 81 vs 99 tokens/s at batch 1, no
+        faster at batch 8). Other keyword arguments go to the constructor."""
         torch_dtype = parse_dtype(dtype)
         if path is None:
             if not DEFAULT_MODEL_DIR.is_dir():

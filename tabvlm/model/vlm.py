@@ -59,9 +59,6 @@ class TabVLM(nn.Module):
         self.language_model = LanguageModel(config.lm)
         self.lm_head = nn.Linear(config.lm.hidden_size, config.lm.vocab_size, bias=False)
         self.apply(self._init_weights)
-        for module in self.modules():
-            if isinstance(module, ConvStem):
-                module.reset_parameters()  # its own init (see ConvStem)
         if config.lm.tie_embeddings:
             self.lm_head.weight = self.language_model.embed_tokens.weight
         self.packed_head = PackedLinears(self.lm_head)
@@ -78,6 +75,8 @@ class TabVLM(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, (nn.Linear, nn.Conv2d)) and module.bias is not None:
             nn.init.zeros_(module.bias)
+        if isinstance(module, ConvStem):  # `apply` visits it after its convolutions: its own init wins
+            module.reset_parameters()
 
     @property
     def image_tokens(self) -> int:
