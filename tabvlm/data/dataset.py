@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import torch
 from PIL import Image
 
 from tabvlm.data.fonts import FontSet, discover_fonts
+from tabvlm.data.reading import reading_targets, stack_reading
 from tabvlm.data.records import read_records
 from tabvlm.data.render import RenderConfig, render
 from tabvlm.data.synth import SynthConfig, synthesize
@@ -223,6 +225,7 @@ def collate(samples: Sequence[Sample], pad_id: int, pad_to_multiple_of: int = 1)
         "attention_mask": attention_mask,
         "labels": labels,
         "pixel_values": _stack_images(samples),
+        "reading": stack_reading(samples),
     }
 
 
@@ -269,6 +272,7 @@ def pack(samples: Sequence[Sample], max_len: int, pad_id: int) -> dict[str, Any]
         "labels": labels,
         "segment_ids": segment_ids,
         "pixel_values": _stack_images([s for row in rows for s in row]),
+        "reading": stack_reading([s for row in rows for s in row]),
     }
 
 
@@ -434,6 +438,7 @@ class SynthStream(torch.utils.data.IterableDataset):
         start: int = 0,
         batch_size: int = 1,
         fonts: FontSet | None = None,
+        reading: bool = False,
     ):
         if not 0 <= rank < world_size or start < 0 or batch_size < 1:
             raise ConfigError(
@@ -442,6 +447,7 @@ class SynthStream(torch.utils.data.IterableDataset):
             )
         self.cfg, self.tokenizer, self.n_image_tokens = cfg, tokenizer, n_image_tokens
         self.rank, self.world_size, self.start, self.batch_size = rank, world_size, start, batch_size
+        self.reading = reading  # also give each sample its dense reading targets (tabvlm.data.reading)
         # Found once here, so a missing CJK font stops the run at start, not inside a worker.
         self.fonts = (
             fonts
@@ -470,9 +476,14 @@ class SynthStream(torch.utils.data.IterableDataset):
             except DataError as e:
                 logger.warning("synthetic sample %d, attempt %d redrawn: %s", index, attempt, e)
                 continue
-            image = render(table, rng, self.cfg.render, self.fonts).image
-            pixel_values = preprocess_image(image, self.cfg.image_size)[None]  # (1, 3, S, S)
-            return {"pixel_values": pixel_values, **enc, "index": index, "task": task}
+            drawn = render(table, rng, self.cfg.render, self.fonts)
+            pixel_values = preprocess_image(drawn.image, self.cfg.image_size)[None]  # (1, 3, S, S)
+            sample = {"pixel_values": pixel_values, **enc, "index": index, "task": task}
+            if self.reading:
+                grid = math.isqrt(self.n_image_tokens)
+                cell_tokens = self.tokenizer.encode_batch([c.text for c in table.cells])
+                sample["reading"] = reading_targets(drawn, table, self.cfg.image_size, grid, cell_tokens)
+            return sample
         raise DataError(
             f"synthetic sample {index}: {MAX_ATTEMPTS} draws were all over max_len={self.cfg.max_len} "
             "tokens; raise data.max_len or shrink synth.rows / synth.cols"

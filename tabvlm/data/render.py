@@ -79,6 +79,8 @@ class Rendered:
     cell_boxes: list[Box]
     text_boxes: list[Box | None]  # None for an empty cell
     style: dict
+    # Every drawn character (spaces skipped) and its box: pen advance wide, line ascent + descent tall.
+    glyph_boxes: list[tuple[str, Box]] = field(default_factory=list)
 
 
 @dataclass
@@ -140,9 +142,13 @@ def _wrap(text: str, glyphs: Glyphs, max_w: float) -> list[str]:
     return lines
 
 
-def _draw_line(alpha: np.ndarray, glyphs: Glyphs, text: str, x: int, baseline: int) -> None:
-    """Compose `text` from cached glyph bitmaps into the coverage layer `alpha` (max-blend)."""
+def _draw_line(
+    alpha: np.ndarray, glyphs: Glyphs, text: str, x: int, baseline: int
+) -> list[tuple[str, float, float]]:
+    """Compose `text` from cached glyph bitmaps into the coverage layer `alpha` (max-blend);
+    returns each drawn character with its pen span (x0, x1)."""
     pen = float(x)
+    spans = []
     for ch in text:
         mask, dx, dy, advance = glyphs.get(ch)
         h, w = mask.shape
@@ -150,7 +156,9 @@ def _draw_line(alpha: np.ndarray, glyphs: Glyphs, text: str, x: int, baseline: i
             gx, gy = round(pen) + dx, baseline + dy
             region = alpha[gy : gy + h, gx : gx + w]
             np.maximum(region, mask[: region.shape[0], : region.shape[1]], out=region)
+            spans.append((ch, pen, pen + advance))
         pen += advance
+    return spans
 
 
 @dataclass
@@ -379,6 +387,7 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
     # Text goes into coverage layers (one per ink colour), pasted over fills and rules at the end.
     layers: dict[tuple, np.ndarray] = {}
     text_boxes: list[Box | None] = []
+    glyph_boxes: list[tuple[str, Box]] = []
     for i, (c, (x0, y0, x1, y1)) in enumerate(zip(table.cells, boxes)):
         lines = lay.lines[i]
         if not lines:
@@ -404,7 +413,9 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
             baseline = ty + k * lay.line_h + (lay.line_h - lay.ascent - lay.descent) // 2 + lay.ascent
             if color not in layers:
                 layers[color] = np.zeros((height, width), np.uint8)
-            _draw_line(layers[color], f, line, x, baseline)
+            g_top, g_bottom = baseline - lay.ascent, baseline + lay.descent
+            for ch, gx0, gx1 in _draw_line(layers[color], f, line, x, baseline):
+                glyph_boxes.append((ch, (math.floor(gx0), g_top, math.ceil(gx1), g_bottom)))
             tx0, tx1 = min(tx0, x), max(tx1, x + math.ceil(lw_))
         text_boxes.append((tx0, ty, tx1, ty + block_h))
     for color, alpha in layers.items():
@@ -414,9 +425,11 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
     applied: list[str] = []
     if rng.random() < cfg.rotate_rate:
         angle = rng.uniform(-cfg.max_rotate_deg, cfg.max_rotate_deg)
-        img, both = _rotate(img, boxes + [b for b in text_boxes if b], angle, page)
-        boxes, rest = both[: len(boxes)], iter(both[len(boxes) :])
+        texts = [b for b in text_boxes if b]
+        img, both = _rotate(img, boxes + texts + [b for _, b in glyph_boxes], angle, page)
+        boxes, rest = both[: len(boxes)], iter(both[len(boxes) : len(boxes) + len(texts)])
         text_boxes = [next(rest) if b else None for b in text_boxes]
+        glyph_boxes = [(ch, b) for (ch, _), b in zip(glyph_boxes, both[len(boxes) + len(texts) :])]
         applied.append(f"rotate:{angle:.2f}")
     if rng.random() < cfg.downscale_rate:
         factor = rng.uniform(0.5, 0.85)
@@ -425,6 +438,9 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
         boxes = _scale(boxes, nw / w, nh / h)
         text_boxes = [_scale([b], nw / w, nh / h)[0] if b else None for b in text_boxes]
+        glyph_boxes = list(
+            zip([ch for ch, _ in glyph_boxes], _scale([b for _, b in glyph_boxes], nw / w, nh / h))
+        )
         applied.append(f"downscale:{factor:.2f}")
     if rng.random() < cfg.blur_rate:
         radius = rng.uniform(0.3, 1.0)
@@ -455,7 +471,7 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
         "line_width": lw,
         "degradations": applied,
     }
-    return Rendered(img, boxes, text_boxes, style_info)
+    return Rendered(img, boxes, text_boxes, style_info, glyph_boxes)
 
 
 def sample_rngs(seed: int, index: int) -> tuple[random.Random, random.Random]:
