@@ -323,3 +323,49 @@ def test_vlm_sft_evaluates_and_keeps_metrics_in_the_checkpoint(tmp_path: Path) -
     assert 0.0 <= result.metrics["final_ed"] <= 1.0
     saved = json.loads((checkpoints(cfg.out_dir)[-1] / "metrics.json").read_text())
     assert saved["step"] == 2 and "eval_ed" in saved
+
+
+# --------------------------------------------------------------------------------- reading loss
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_reading_loss_head_trains_resumes_exactly_and_never_ships(tmp_path: Path, monkeypatch) -> None:
+    n = 2
+    straight_cfg = config(tmp_path / "a", max_steps=2 * n, save_every=n, reading_loss=1.0)
+    straight = Trainer(straight_cfg)
+    batch = next(straight._loader())
+    assert batch["reading"] is not None and batch["reading"]["has"].tolist() == [1.0, 1.0]
+    assert straight.train_step([batch])["reading_loss"] > 0
+    straight = Trainer(straight_cfg)
+    expected = straight.fit()
+    head_expected = {k: v.clone() for k, v in straight.reading_head.state_dict().items()}
+    assert straight.metrics["loss"] > 0
+
+    cfg = config(tmp_path / "b", max_steps=2 * n, save_every=n, reading_loss=1.0)
+    original = Trainer.save_checkpoint
+
+    def save_then_crash(self: Trainer) -> Path:
+        path = original(self)
+        raise _Crash(path)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_crash)
+    with pytest.raises(_Crash):
+        Trainer(cfg).fit()
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    assert "reading_head" in load_state(checkpoints(cfg.out_dir)[-1])
+    resumed = Trainer(cfg, resume=True)
+    result = resumed.fit()
+    got = load_file(str(result.final_dir / "model.safetensors"))
+    assert max_diff(got, load_file(str(expected.final_dir / "model.safetensors"))) <= 1e-6
+    assert max_diff(resumed.reading_head.state_dict(), head_expected) <= 1e-6
+    # the head changes training only: the model folder holds the same keys as without it
+    plain = Trainer(config(tmp_path / "c", max_steps=1)).fit()
+    assert got.keys() == load_file(str(plain.final_dir / "model.safetensors")).keys()
+
+
+def test_reading_loss_needs_synthetic_images(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="reading_loss"):
+        Trainer(text_config(tmp_path, reading_loss=1.0))

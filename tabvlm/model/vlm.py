@@ -93,12 +93,17 @@ class TabVLM(nn.Module):
         return self.connector(self.vision_model(pixel_values))  # (N, image_tokens, C)
 
     def embed(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, check: bool = True
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        check: bool = True,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings (B, T, C) with the image features spliced over the `<|image_pad|>` slots.
 
         Images fill the slots in order, row by row. `check` compares the counts (one host sync);
-        it is skipped while `torch.compile` traces, to keep the graph whole.
+        it is skipped while `torch.compile` traces, to keep the graph whole. `features`: the
+        images' `encode_images(pixel_values)` when the caller has it already (training uses it).
         """
         embeds = self.language_model.embed_tokens(input_ids)  # (B, T, C)
         is_image = input_ids == self.config.image_token_id  # (B, T)
@@ -112,8 +117,9 @@ class TabVLM(nn.Module):
                 )
         if pixel_values is None:
             return embeds
-        features = self.encode_images(pixel_values).to(embeds.dtype)  # (N, image_tokens, C)
-        return embeds.masked_scatter(is_image[..., None], features)  # (B, T, C)
+        if features is None:
+            features = self.encode_images(pixel_values)  # (N, image_tokens, C)
+        return embeds.masked_scatter(is_image[..., None], features.to(embeds.dtype))  # (B, T, C)
 
     def forward(
         self,

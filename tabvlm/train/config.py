@@ -66,6 +66,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0: no clipping
     packing: bool = False  # pack samples into rows of data.max_len tokens
     pad_to_multiple_of: int = 1
+    # Weight of the dense reading loss on the image tokens (tabvlm.train.reading; synthetic samples
+    # only): teaches a from-scratch vision tower glyphs from the first step. 0: off.
+    reading_loss: float = 0.0
     dtype: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     compile: bool = False
     device: str = "auto"  # auto: cuda when available

@@ -43,6 +43,7 @@ from tabvlm.train.checkpoint import (
 )
 from tabvlm.train.config import TrainConfig, build_model_config
 from tabvlm.train.data import SampleSource, SynthText, TextFile, TrainStream, make_batch
+from tabvlm.train.reading import ReadingHead
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +57,14 @@ CUDA_PEAK_FLOPS = 989e12  # H100 SXM, bf16 dense
 class LossModule(nn.Module):
     """TabVLM's forward with a summed token cross-entropy, the LM head applied only where a
     target is: with 12k-token vocabularies the head is most of a small model's compute, and the
-    image and prompt tokens (most of a table sample) have no target. DDP and torch.compile wrap
-    this module, so the whole training computation is one forward."""
+    image and prompt tokens (most of a table sample) have no target. With a `reading_head`, also
+    the summed reading loss of the image tokens (tabvlm.train.reading). DDP and torch.compile
+    wrap this module, so the whole training computation is one forward."""
 
-    def __init__(self, model: TabVLM):
+    def __init__(self, model: TabVLM, reading_head: ReadingHead | None = None):
         super().__init__()
         self.model = model
+        self.reading_head = reading_head
 
     def forward(
         self,
@@ -70,11 +73,14 @@ class LossModule(nn.Module):
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed cross-entropy over labels != -100, an empty tensor in the logits' dtype: a probe
-        that survives torch.compile, for the bf16 check)."""
+        reading: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy over labels != -100, summed reading loss (0 without a head or
+        targets), an empty tensor in the logits' dtype: a probe that survives torch.compile, for
+        the bf16 check)."""
         m = self.model
-        embeds = m.embed(input_ids, pixel_values)  # (B, T, C)
+        features = None if pixel_values is None else m.encode_images(pixel_values)  # (N, L, C)
+        embeds = m.embed(input_ids, pixel_values, features=features)  # (B, T, C)
         hidden = m.language_model(embeds, attention_mask, segment_ids)  # (B, T, C)
         targets = labels[:, 1:]  # (B, T-1): token t predicts t+1
         if torch.compiler.is_compiling():
@@ -85,7 +91,14 @@ class LossModule(nn.Module):
             keep = targets != IGNORE_INDEX
             logits, targets = m.lm_head(hidden[:, :-1][keep]), targets[keep]  # (N_targets, V)
         loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return loss, logits.new_empty(0)
+        reading_loss = loss.new_zeros(())
+        if self.reading_head is not None:
+            if reading is not None and features is not None:
+                embeddings = m.lm_head.weight if m.config.lm.tie_embeddings else None
+                reading_loss = self.reading_head(features, reading, embeddings)
+            else:  # a batch of jsonl records only: the head still takes part (DDP expects every grad)
+                reading_loss = sum(p.sum() for p in self.reading_head.parameters()) * 0.0
+        return loss, reading_loss, logits.new_empty(0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,10 +181,12 @@ class Trainer:
             self.resume_from = found[-1]
         self.model, self.tokenizer = self._build_model()
         self._set_trainable()
+        self.reading_head = self._build_reading_head()
         self.model.to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
+        trained = nn.ModuleList([self.model] + ([self.reading_head] if self.reading_head else []))
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, cfg.weight_decay),
+            param_groups(trained, cfg.weight_decay),
             lr=cfg.lr,
             betas=cfg.betas,
             fused=self.device.type == "cuda",
@@ -185,7 +200,7 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         if self.resume_from is not None:
             self._load_state(self.resume_from)
-        self.forward_model: nn.Module = LossModule(self.model)
+        self.forward_model: nn.Module = LossModule(self.model, self.reading_head)
         if self.world_size > 1:
             self.forward_model = nn.parallel.DistributedDataParallel(
                 self.forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -220,6 +235,17 @@ class Trainer:
                 f"{model.config.vision.image_size}"
             )
         return model, tokenizer
+
+    def _build_reading_head(self) -> ReadingHead | None:
+        """The training-only reading head (`reading_loss > 0`), seeded apart from the model."""
+        if self.cfg.reading_loss <= 0:
+            return None
+        if not self.cfg.stage.startswith("vlm") or self.cfg.ratio == 0:
+            raise ConfigError("reading_loss needs a vlm stage with synthetic samples (synth_ratio > 0)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed + 1)
+            head = ReadingHead(self.model.config.lm.hidden_size)
+        return head.to(self.device)
 
     def _set_trainable(self) -> None:
         vision, projector, lm = self.cfg.trains()
@@ -259,7 +285,7 @@ class Trainer:
             elif cfg.stage == "lm-sft":
                 raise ConfigError("stage lm-sft has no synthetic chat data: set synth_ratio=0")
             else:
-                synth = SynthStream(cfg.data, tok, n_img).sample
+                synth = SynthStream(cfg.data, tok, n_img, reading=self.reading_head is not None).sample
         return SampleSource(cfg.ratio, synth, files, cfg.seed)
 
     def _loader(self) -> Iterator[dict[str, Any]]:
@@ -286,6 +312,10 @@ class Trainer:
     def _load_state(self, path: Path) -> None:
         state = load_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.reading_head is not None:
+            if "reading_head" not in state:
+                raise TrainingError(f"{path} has no reading head state, and this run has reading_loss > 0")
+            self.reading_head.load_state_dict(state["reading_head"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and "rng_cuda" in state:
@@ -318,6 +348,8 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
+        if self.reading_head is not None:
+            state["reading_head"] = self.reading_head.state_dict()
         try:
             self.model.save_pretrained(tmp, self.tokenizer)
             save(self.cfg, tmp / "train_config.yaml")
@@ -351,26 +383,31 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _micro_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        """Summed token cross-entropy of one micro-batch, and its input token count."""
+    def _micro_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Summed token cross-entropy and summed reading loss of one micro-batch, and its input
+        token count."""
         dev = self.device
         ids = batch["input_ids"].to(dev, non_blocking=True)
         labels = batch["labels"].to(dev, non_blocking=True)
         pixels = batch["pixel_values"]
         seg = batch.get("segment_ids")
+        reading = batch.get("reading") if self.reading_head is not None else None
         with self._autocast():
-            loss_sum, probe = self.forward_model(
+            loss_sum, reading_sum, probe = self.forward_model(
                 ids,
                 labels,
                 batch["attention_mask"].to(dev, non_blocking=True),
                 pixel_values=None if pixels is None else pixels.to(dev, non_blocking=True),
                 segment_ids=None if seg is None else seg.to(dev, non_blocking=True),
+                reading=None
+                if reading is None
+                else {k: v.to(dev, non_blocking=True) for k, v in reading.items()},
             )
         if not self._bf16_checked and self.amp_dtype is not None:
             if probe.dtype != self.amp_dtype:  # NanoTabVLM asked for bf16 and silently ran fp16
                 raise TrainingError(f"autocast gave {probe.dtype} logits, expected {self.amp_dtype}")
             self._bf16_checked = True
-        return loss_sum, int(batch["attention_mask"].sum())
+        return loss_sum, reading_sum, int(batch["attention_mask"].sum())
 
     def _all_sum(self, values: list[float]) -> list[float]:
         if self.world_size == 1:
@@ -383,26 +420,31 @@ class Trainer:
         """One optimizer step over `grad_accum` micro-batches; the loss is the mean over every
         target token of the global batch."""
         targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-        (global_targets,) = self._all_sum([float(targets)])
-        global_targets = max(global_targets, 1.0)
+        read = sum(int(b["reading"]["has"].sum()) for b in batches if b.get("reading") is not None)
+        global_targets, global_read = self._all_sum([float(targets), float(read)])
+        global_targets, global_read = max(global_targets, 1.0), max(global_read, 1.0)
         self.model.train()
-        total, tokens = 0.0, 0
+        total, read_total, tokens = 0.0, 0.0, 0
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             sync = nullcontext() if last or self.world_size == 1 else self.forward_model.no_sync()
             with sync:
-                loss_sum, n_tok = self._micro_loss(batch)
-                # DDP averages gradients over ranks: scale by world_size to get the global token mean
-                (loss_sum * (self.world_size / global_targets)).backward()
+                loss_sum, reading_sum, n_tok = self._micro_loss(batch)
+                # DDP averages gradients over ranks: scale by world_size to get the global means
+                loss = loss_sum * (self.world_size / global_targets)
+                if self.reading_head is not None:
+                    loss = loss + reading_sum * (self.cfg.reading_loss * self.world_size / global_read)
+                loss.backward()
             total += float(loss_sum.detach())
+            read_total += float(reading_sum.detach())
             tokens += n_tok
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.forward_model.parameters() if p.requires_grad]
         if self.cfg.grad_clip > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         else:
             grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
-        loss_total, tokens_total, samples_total = self._all_sum(
-            [total, float(tokens), float(sum(b["input_ids"].shape[0] for b in batches))]
+        loss_total, read_total, tokens_total, samples_total = self._all_sum(
+            [total, read_total, float(tokens), float(sum(b["input_ids"].shape[0] for b in batches))]
         )
         loss = loss_total / global_targets
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -421,6 +463,7 @@ class Trainer:
         self.consumed += self.cfg.batch_size * len(batches)
         return {
             "loss": loss,
+            "reading_loss": read_total / global_read,
             "lr": lr,
             "grad_norm": grad_norm,
             "tokens": tokens_total,
@@ -488,6 +531,7 @@ class Trainer:
             )
         stats: dict[str, float] = {"loss": float("nan")}
         window_t, window_tokens, window_samples, window_loss, window_n = time.perf_counter(), 0.0, 0.0, 0.0, 0
+        window_read = 0.0
         t_start = time.perf_counter()
         try:
             while self.step < cfg.max_steps:
@@ -496,6 +540,7 @@ class Trainer:
                 window_tokens += stats["tokens"]
                 window_samples += stats["samples"]
                 window_loss += stats["loss"]
+                window_read += stats["reading_loss"]
                 window_n += 1
                 if bar is not None:
                     bar.update(1)
@@ -511,6 +556,8 @@ class Trainer:
                         "perf/samples_per_s": smp_s,
                         "perf/memory_mb": self._memory_mb(),
                     }
+                    if self.reading_head is not None:
+                        scalars["train/reading_loss"] = window_read / window_n
                     mfu = 6 * self.n_params * tok_s / peak if peak else None
                     if mfu is not None:
                         scalars["perf/mfu"] = mfu
@@ -518,10 +565,11 @@ class Trainer:
                     if self.is_main:
                         logger.info(
                             "step %d/%d | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | %.1f samples/s | "
-                            "mfu %s | %.1f min",
+                            "mfu %s | %.1f min%s",
                             self.step, cfg.max_steps, scalars["train/loss"], stats["lr"], stats["grad_norm"],
                             tok_s, smp_s, "n/a" if mfu is None else f"{100 * mfu:.2f}%",
                             (time.perf_counter() - t_start) / 60,
+                            f" | reading {scalars['train/reading_loss']:.4f}" if self.reading_head else "",
                         )  # fmt: skip
                     self.metrics["loss"] = scalars["train/loss"]
                     window_t, window_tokens, window_samples, window_loss, window_n = (
@@ -531,6 +579,7 @@ class Trainer:
                         0,
                         0,
                     )
+                    window_read = 0.0
                 if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.max_steps:
                     self._run_eval(cfg.eval.samples, writer, wandb)
                 if self.step % cfg.save_every == 0 and self.step < cfg.max_steps:
