@@ -7,6 +7,8 @@ Run as: .venv/bin/python bench/infer_speed.py [--config configs/base.yaml] [--to
         [--out bench/results/infer_speed.json]
         --packed-ab: instead, batch 1 float32 with the packed decode weights (tabvlm.model.lm.
         PackedLinears) on and off in alternating rounds, and whether both give the same tokens.
+        --int8-ab: instead, batch 1 with the packed weights in float32 and in int8
+        (`TabVLM.use_int8_weights`) in alternating rounds, and where their tokens first differ.
 """
 
 from __future__ import annotations
@@ -27,17 +29,23 @@ def main() -> None:
     ap.add_argument("--config", default="configs/base.yaml")
     ap.add_argument("--tokens", type=int, default=400)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    ap.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32", "bfloat16", "int8"],
+        choices=["float32", "bfloat16", "int8"],
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/infer_speed.json")
     ap.add_argument("--packed-ab", action="store_true", help="A/B of the packed decode weights only")
+    ap.add_argument("--int8-ab", action="store_true", help="A/B of float32 and int8 packed weights only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     # random weights drive some activations subnormal, and x86 math on subnormals is ~10x slower
     torch.set_flush_denormal(True)
-    if args.packed_ab:
-        packed_ab(args)
+    if args.packed_ab or args.int8_ab:
+        ab(args)
         return
     rows = []
     grammar_s = 0.0
@@ -89,7 +97,8 @@ def main() -> None:
     })  # fmt: skip
 
 
-def packed_ab(args: argparse.Namespace) -> None:
+def ab(args: argparse.Namespace) -> None:
+    """Two modes of one model in alternating rounds (batch 1, grammar on, 400 tokens)."""
     from tabvlm.model import lm
 
     rec = TableRecognizer.from_pretrained(args.config, seed=0)
@@ -98,28 +107,41 @@ def packed_ab(args: argparse.Namespace) -> None:
     px = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     prompt = image_prompt(tok, model.image_tokens)
     active = lm.PackedLinears.active
-    times: dict[str, list[float]] = {"packed": [], "plain": []}
+
+    def packed(on: bool) -> None:
+        lm.PackedLinears.active = staticmethod(active if on else lambda x: False)
+
+    modes = (
+        {"packed": lambda: packed(True), "plain": lambda: packed(False)}
+        if args.packed_ab
+        else {"int8": lambda: model.use_int8_weights(True), "float32": lambda: model.use_int8_weights(False)}
+    )
+    fast, slow = modes
+    times: dict[str, list[float]] = {m: [] for m in modes}
     tokens: dict[str, list[int]] = {}
     try:
         for _ in range(args.repeats):
-            for mode in times:
-                lm.PackedLinears.active = staticmethod(active if mode == "packed" else lambda x: False)
+            for mode, setup in modes.items():
+                setup()
                 t = time.perf_counter()
                 out = generate(model, tok, px, [prompt], max_new_tokens=args.tokens, ignore_eos=True)
                 times[mode].append(time.perf_counter() - t)
                 tokens[mode] = out.tokens[0]
     finally:
-        lm.PackedLinears.active = staticmethod(active)
+        packed(True)
+        model.use_int8_weights(False)
     med = {m: statistics.median(v) for m, v in times.items()}
     rows = {m: {"median_s": round(med[m], 3), "tokens_per_s": round(args.tokens / med[m], 1),
                 "all_s": [round(x, 3) for x in times[m]]} for m in times}  # fmt: skip
-    same = tokens["packed"] == tokens["plain"]
+    a, b = tokens[fast], tokens[slow]
+    first_diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
     for m, r in rows.items():
         print(f"{m:>7}: {r['median_s']:.3f} s a table, {r['tokens_per_s']:.1f} tokens/s  runs {r['all_s']}")
-    print(f"speed-up x{med['plain'] / med['packed']:.2f}; same tokens: {same}")
+    print(f"speed-up x{med[slow] / med[fast]:.2f}; same tokens: {first_diff is None}"
+          + ("" if first_diff is None else f" (first difference at token {first_diff})"))  # fmt: skip
     write_result(args.out, {"threads": args.threads, "config": args.config, "tokens": args.tokens,
-                            "packed_ab": rows, "speedup": round(med["plain"] / med["packed"], 3),
-                            "same_tokens": same})  # fmt: skip
+                            "ab": rows, "speedup": round(med[slow] / med[fast], 3),
+                            "same_tokens": first_diff is None, "first_difference": first_diff})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -69,11 +69,18 @@ def load_image(image: ImageInput) -> Image.Image:
         raise DataError(f"cannot read the image ({e})", file=str(path)) from e
 
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "int8": torch.float32,  # a float32 model whose LM linears run weight-only int8 (CPU)
+}
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """'float32' | 'fp32' | 'bfloat16' | 'bf16' (or a torch dtype of those) -> the torch dtype."""
+    """'float32' | 'fp32' | 'bfloat16' | 'bf16' | 'int8' (or a torch float dtype of those) -> the
+    torch dtype the model's parameters are held in ('int8' keeps float32 parameters)."""
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
@@ -103,10 +110,13 @@ class TableRecognizer:
     ) -> TableRecognizer:
         """Load a model folder (written by `TabVLM.save_pretrained`), or build random weights
         (drawn from `seed`) from a config YAML (tests, benchmarks). `path=None`: the shipped
-        default model `models/tabvlm-base/`. `dtype` "float32" (default) or "bfloat16": bf16
-        halves the weights' memory; whether it is faster depends on the CPU's bf16 kernels (on
-        the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not: 81 vs 99 tokens/s at batch 1, no
-        faster at batch 8). Other keyword arguments go to the constructor."""
+        default model `models/tabvlm-base/`. `dtype` "float32" (default), "bfloat16" or "int8":
+        bf16 halves the weights' memory; whether it is faster depends on the CPU's bf16 kernels
+        (on the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not: 81 vs 99 tokens/s at batch 1,
+        no faster at batch 8). "int8" keeps a float32 model and runs the LM's linears and head on
+        CPU as weight-only int8 with bf16 activations (`TabVLM.use_int8_weights`): close to, not
+        equal to, float32's outputs (docs/BENCHMARKS.md measures both). Other keyword arguments
+        go to the constructor."""
         torch_dtype = parse_dtype(dtype)
         if path is None:
             if not DEFAULT_MODEL_DIR.is_dir():
@@ -130,6 +140,7 @@ class TableRecognizer:
             tokenizer = load_tokenizer()
         else:
             raise ConfigError(f"{path}: expected a model folder or a config .yaml")
+        model.use_int8_weights(dtype == "int8")
         if tokenizer.vocab_size > model.config.lm.vocab_size:
             raise ConfigError(
                 f"{path}: tokenizer has {tokenizer.vocab_size} ids but the model only "

@@ -116,3 +116,21 @@ def test_bfloat16_recognizer_tracks_float32(rec: TableRecognizer, image_dir: Pat
     assert torch.nn.functional.cosine_similarity(full, low, dim=0) > 0.99
     with pytest.raises(ConfigError, match="dtype.*float16"):
         TableRecognizer.from_pretrained(TINY, dtype="float16")
+
+
+def test_int8_recognizer_reads_like_float32(rec: TableRecognizer, image_dir: Path) -> None:
+    import torch
+
+    from tabvlm.data.dataset import preprocess_images
+    from tabvlm.generate import image_prompt
+
+    q = TableRecognizer.from_pretrained(TINY, dtype="int8", max_new_tokens=24)
+    assert {p.dtype for p in q.model.parameters()} == {torch.float32}  # int8 lives in the packed copies
+    pred = q.predict(image_dir / "t0.png")
+    assert pred.table is not None and pred.html == to_html(parse_html(pred.raw))
+    px = preprocess_images([Image.open(image_dir / "t0.png")], rec.model.config.vision.image_size)
+    ids = torch.tensor([rec.tokenizer.encode(image_prompt(rec.tokenizer, rec.model.image_tokens))])
+    with torch.no_grad():
+        full = rec.model(ids, pixel_values=px).logits[0, -1]
+        low = q.model(ids, pixel_values=px).logits[0, -1]
+    assert torch.nn.functional.cosine_similarity(full, low, dim=0) > 0.999

@@ -131,30 +131,59 @@ class PackedLinears:
     inference on CPU: `x @ W` on a row-major (in, out) matrix is the layout BLAS reads fastest at
     batch 1, and one matmul replaces three (q/k/v) or two (gate/up). The copy is rebuilt whenever
     a weight changes (its storage or version counter), so training, `load_state_dict` and `.to()`
-    never leave it stale. Used only when autograd is off and the input is on CPU (`active`)."""
+    never leave it stale. Used only when autograd is off and the input is on CPU (`active`).
+
+    `int8 = True` keeps the copy as weight-only int8 instead (symmetric, one scale per output
+    channel: |error| <= scale / 2 per weight) and multiplies with bfloat16 activations through
+    `torch._weight_int8pack_mm`: a quarter of fp32's bytes to read at batch 1, where a decode step
+    is bound by reading weights (docs/BENCHMARKS.md). Off by default: outputs are close to, not
+    equal to, float32's."""
 
     def __init__(self, *linears: nn.Linear):
         if len({lin.bias is None for lin in linears}) > 1:
             raise TabVLMError("PackedLinears: all or none of the packed layers need a bias")
         self.linears = linears
+        self.int8 = False
         self.key: tuple = ()
         self.weight: torch.Tensor | None = None
+        self.scales: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
 
     @staticmethod
     def active(x: torch.Tensor) -> bool:
         return x.device.type == "cpu" and not torch.is_grad_enabled()
 
+    def _pack(self) -> None:
+        weight = torch.cat([lin.weight for lin in self.linears]).detach()  # (out, in)
+        has_bias = self.linears[0].bias is not None
+        self.bias = torch.cat([lin.bias for lin in self.linears]).detach() if has_bias else None
+        if self.int8:
+            w = weight.float()
+            # the kernel takes bf16 scales: quantise against the rounded ones (error <= scale / 2)
+            scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-30).to(torch.bfloat16)  # (out,)
+            q = torch.round(w / scales.float()[:, None]).clamp(-127, 127)
+            self.weight, self.scales = q.to(torch.int8).contiguous(), scales  # (out, in), (out,)
+        else:
+            self.weight, self.scales = weight.t().contiguous(), None  # (in, out)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         params = [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        key = (self.int8, *((p.data_ptr(), p._version, p.dtype) for p in params))
         if key != self.key:
-            self.weight = torch.cat([lin.weight for lin in self.linears]).detach().t().contiguous()
-            has_bias = self.linears[0].bias is not None
-            self.bias = torch.cat([lin.bias for lin in self.linears]).detach() if has_bias else None
+            self._pack()
             self.key = key
-        y = x @ self.weight
+        if self.int8:
+            flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)  # (M, in)
+            y = torch._weight_int8pack_mm(flat, self.weight, self.scales).to(x.dtype)
+            y = y.view(*x.shape[:-1], -1)
+        else:
+            y = x @ self.weight
         return y if self.bias is None else y + self.bias
+
+
+def packed_linears(module: nn.Module) -> list[PackedLinears]:
+    """Every PackedLinears held by `module` or its submodules."""
+    return [v for m in module.modules() for v in vars(m).values() if isinstance(v, PackedLinears)]
 
 
 class RMSNorm(nn.Module):

@@ -24,7 +24,7 @@ from torch import nn
 from tabvlm.config import to_dict
 from tabvlm.errors import TabVLMError
 from tabvlm.model.config import ModelConfig, load_model_config
-from tabvlm.model.lm import KVCache, LanguageModel, PackedLinears
+from tabvlm.model.lm import KVCache, LanguageModel, PackedLinears, packed_linears
 from tabvlm.model.projector import Connector
 from tabvlm.model.vision import ConvStem, VisionTransformer
 
@@ -159,6 +159,13 @@ class TabVLM(nn.Module):
                 ignore_index=IGNORE_INDEX,
             )
         return VLMOutput(logits=logits, loss=loss)
+
+    def use_int8_weights(self, on: bool = True) -> None:
+        """Inference on CPU without autograd: the LM's linears and the head multiply with
+        weight-only int8 copies (`PackedLinears.int8`); the vision tower, norms and attention stay
+        in the model's dtype, and training is unaffected."""
+        for packed in packed_linears(self):
+            packed.int8 = on
 
     def new_cache(
         self, batch: int, max_len: int, device: torch.device | None = None, dtype: torch.dtype | None = None

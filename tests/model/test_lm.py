@@ -215,3 +215,34 @@ def test_packed_inference_weights_match_the_layers_and_follow_updates(variant):
         after = model(ids).logits
     torch.testing.assert_close(after, model(ids).logits.detach(), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(after, packed)
+
+
+@pytest.mark.parametrize("variant", VARIANTS + [{"attention_bias": True}])
+def test_int8_weights_track_float32_and_follow_updates(variant):
+    # Weight-only int8 (one scale per output channel, bf16 activations) on the packed path only.
+    model = tiny(**variant)
+    ids = text_ids(torch.Generator().manual_seed(6), 2, 9)
+    with torch.no_grad():
+        full = model(ids).logits
+    model.use_int8_weights()
+    attn = model.language_model.layers[0].self_attn
+    with torch.no_grad():
+        low = model(ids).logits
+        assert attn.packed_qkv.weight.dtype == torch.int8 and model.packed_head.weight.dtype == torch.int8
+        # each row dequantises to within half a step of the float weights
+        w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        deq = attn.packed_qkv.weight.float() * attn.packed_qkv.scales.float()[:, None]
+        assert bool(((deq - w).abs() <= attn.packed_qkv.scales.float()[:, None] * 0.501).all())
+    cos = torch.nn.functional.cosine_similarity(full.flatten(1), low.flatten(1), dim=1)
+    assert float(cos.min()) > 0.999 and not torch.equal(full, low)
+    # autograd on (training): nn.Linear on the float weights, whatever the flag
+    torch.testing.assert_close(model(ids).logits.detach(), full, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.5)  # an in-place update reaches the int8 copy too
+        after = model(ids).logits
+    assert not torch.allclose(after, low)
+    model.use_int8_weights(False)
+    with torch.no_grad():
+        back = model(ids).logits
+    assert attn.packed_qkv.weight.dtype == torch.float32
+    torch.testing.assert_close(back, model(ids).logits.detach(), rtol=1e-5, atol=1e-5)
