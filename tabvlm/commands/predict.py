@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tabvlm.commands import add_dtype_option
 from tabvlm.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -69,13 +70,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=2048)
     ap.add_argument("--no-constrain", action="store_true", help="free decoding (no table grammar)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "int8"],
-        default="float32",
-        help="bfloat16 halves the weights' memory; int8: weight-only int8 LM on CPU, the fastest "
-        "single stream, outputs close to float32's (docs/BENCHMARKS.md)",
-    )
+    add_dtype_option(ap)
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise ConfigError("--batch-size and --max-new-tokens must be >= 1")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tabvlm.commands import add_dtype_option
 from tabvlm.errors import ConfigError
 
 
@@ -33,13 +34,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-pixels", type=int, default=25_000_000)
     ap.add_argument("--max-new-tokens", type=int, default=2048)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "int8"],
-        default="float32",
-        help="bfloat16 halves the weights' memory; int8: weight-only int8 LM on CPU, the fastest "
-        "single stream, outputs close to float32's (docs/BENCHMARKS.md)",
-    )
+    add_dtype_option(ap)
     ap.add_argument("--no-ui", action="store_true", help="API only, no web UI at /")
     args = ap.parse_args(argv)
     if args.max_new_tokens < 1:
