@@ -11,6 +11,7 @@ tower glyphs from the first step; the shipped model never sees the head.
 Targets of one image, for a token grid of g x g (row-major, as the image tokens):
   chars (g*g, N_CHAR_CLASSES) uint8  multi-hot
   row, col (g*g,) int64              clipped to MAX_INDEX - 1; -100 where no cell is
+  tokens (g*g, MAX_CELL_TOKENS) int64 the LM tokens of that cell's text; -100 padded
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ def reading_targets(
     table: Table,
     image_size: int,
     grid: int,
-    cell_tokens: Sequence[Sequence[int]] | None = None,
+    cell_tokens: Sequence[Sequence[int]],
 ) -> dict[str, torch.Tensor]:
     """Targets for `rendered` (a drawing of `table`) after `fit_image(.., image_size)`, on a
-    `grid` x `grid` token grid. With `cell_tokens` (each cell's text as LM token ids), also
-    "tokens" (g*g, MAX_CELL_TOKENS): the ids of the cell each image token lies in (-100 padded)."""
+    `grid` x `grid` token grid; `cell_tokens` holds each cell's text as LM token ids."""
     w, h = rendered.image.size
     scale = image_size / max(w, h)  # fit_image: longer side to image_size, table at the top left
     side = image_size / grid / scale  # a token's side, in the drawing's pixels
@@ -64,17 +64,15 @@ def reading_targets(
             area = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
             row[area] = min(cell.row, MAX_INDEX - 1)
             col[area] = min(cell.col, MAX_INDEX - 1)
-            if cell_tokens is not None and cell_tokens[i]:
+            if cell_tokens[i]:
                 ids = list(cell_tokens[i])[:MAX_CELL_TOKENS]
                 tokens[area + (slice(0, len(ids)),)] = ids
-    out = {
+    return {
         "chars": torch.from_numpy(chars.reshape(grid * grid, N_CHAR_CLASSES)),
         "row": torch.from_numpy(row.reshape(-1)),
         "col": torch.from_numpy(col.reshape(-1)),
+        "tokens": torch.from_numpy(tokens.reshape(grid * grid, MAX_CELL_TOKENS)),
     }
-    if cell_tokens is not None:
-        out["tokens"] = torch.from_numpy(tokens.reshape(grid * grid, MAX_CELL_TOKENS))
-    return out
 
 
 def stack_reading(samples: Sequence[dict]) -> dict[str, torch.Tensor] | None:
@@ -90,9 +88,8 @@ def stack_reading(samples: Sequence[dict]) -> dict[str, torch.Tensor] | None:
         "chars": torch.zeros(n_tokens, N_CHAR_CLASSES, dtype=torch.uint8),
         "row": torch.full((n_tokens,), IGNORE_INDEX, dtype=torch.long),
         "col": torch.full((n_tokens,), IGNORE_INDEX, dtype=torch.long),
+        "tokens": torch.full((n_tokens, MAX_CELL_TOKENS), IGNORE_INDEX, dtype=torch.long),
     }
-    if "tokens" in present[0]:
-        empty["tokens"] = torch.full((n_tokens, MAX_CELL_TOKENS), IGNORE_INDEX, dtype=torch.long)
     parts = [s.get("reading", empty) for s in with_image]
     out = {k: torch.stack([p[k] for p in parts]) for k in empty}
     out["has"] = torch.tensor([float("reading" in s) for s in with_image])

@@ -35,8 +35,7 @@ class ReadingHead(nn.Module):
     ) -> torch.Tensor:
         """The loss summed over the images that have targets (`targets["has"]`), each image's
         loss being its tokens' mean character BCE plus the mean row and column cross-entropies,
-        plus, with `embeddings` (V, C: the LM's tied token embeddings) and `targets["tokens"]`,
-        the mean cross-entropy of `features @ embeddings.T` against the LM tokens of the cell
+        plus, with `embeddings` (V, C: the LM's tied token embeddings), the mean cross-entropy of `features @ embeddings.T` against the LM tokens of the cell
         each image token lies in: image tokens learn to look like the text they show, which
         the LM then only has to copy."""
         logits = self.proj(features.float())  # (N, L, 95 + 64)
@@ -50,7 +49,7 @@ class ReadingHead(nn.Module):
             ce = F.cross_entropy(pred.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
             valid = (target != IGNORE_INDEX).sum(-1).clamp(min=1)  # (N,)
             per_image = per_image + ce.sum(-1) / valid
-        if embeddings is not None and "tokens" in targets:
+        if embeddings is not None:
             tokens = targets["tokens"]  # (N, L, K)
             where = (tokens != IGNORE_INDEX).any(-1)  # (N, L): image tokens inside a cell with text
             token_logits = (features[where] @ embeddings.t()).float()  # (M, V)

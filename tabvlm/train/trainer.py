@@ -184,9 +184,9 @@ class Trainer:
         self.reading_head = self._build_reading_head()
         self.model.to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        trained = nn.ModuleList([self.model] + ([self.reading_head] if self.reading_head else []))
+        loss_module = LossModule(self.model, self.reading_head)  # the model and the head, if any
         self.optimizer = torch.optim.AdamW(
-            param_groups(trained, cfg.weight_decay),
+            param_groups(loss_module, cfg.weight_decay),
             lr=cfg.lr,
             betas=cfg.betas,
             fused=self.device.type == "cuda",
@@ -200,7 +200,7 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         if self.resume_from is not None:
             self._load_state(self.resume_from)
-        self.forward_model: nn.Module = LossModule(self.model, self.reading_head)
+        self.forward_model: nn.Module = loss_module
         if self.world_size > 1:
             self.forward_model = nn.parallel.DistributedDataParallel(
                 self.forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None

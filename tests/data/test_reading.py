@@ -101,7 +101,7 @@ def test_targets_mark_the_tokens_under_each_cell(fonts) -> None:
 def test_stack_marks_the_images_without_targets() -> None:
     with_t = {"pixel_values": torch.zeros(1, 3, 8, 8), "reading": {
         "chars": torch.ones(4, N_CHAR_CLASSES, dtype=torch.uint8), "row": torch.zeros(4, dtype=torch.long),
-        "col": torch.zeros(4, dtype=torch.long)}}  # fmt: skip
+        "col": torch.zeros(4, dtype=torch.long), "tokens": torch.zeros(4, MAX_CELL_TOKENS, dtype=torch.long)}}  # fmt: skip
     record = {"pixel_values": torch.zeros(1, 3, 8, 8)}
     text_only = {"pixel_values": torch.zeros(0, 3, 8, 8)}
     out = stack_reading([record, text_only, with_t])
