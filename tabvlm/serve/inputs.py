@@ -1,6 +1,7 @@
 """Request bodies to PIL images, entirely in memory, with the server's limits.
 
-Nothing here touches the file system: the body is read into bytes (counted as it arrives),
+Nothing here touches the file system but `read_image_file` (the web UI's uploads, which Gradio
+has already written to its upload folder): the body is read into bytes (counted as it arrives),
 multipart forms are split by python-multipart's streaming parser into byte strings (Starlette's
 own form parser would spool large files to a temporary file), and images decode from BytesIO.
 Each failure is an `InputError` carrying the HTTP status the API answers with.
@@ -11,12 +12,17 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from tabvlm.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 # Formats worth accepting for a table picture; a short list keeps PIL's rarer decoders out of reach.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -127,8 +133,9 @@ def check_pixels(image: Image.Image, max_pixels: int) -> None:
 
 def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     """A decoded PIL image from bytes: 413 over `max_bytes`, 400 for empty, unknown, corrupt or
-    too-many-pixel images. The pixel count is checked from the header, before decoding. The mode
-    is left alone: preprocessing flattens alpha onto white."""
+    too-many-pixel images. The pixel count is checked from the header, before decoding. The EXIF
+    orientation is applied (a phone photo comes upright); the mode is left alone: preprocessing
+    flattens alpha onto white."""
     if len(data) > max_bytes:
         raise InputError(413, f"image of {len(data)} bytes is over the limit of {max_bytes} bytes")
     if not data:
@@ -137,7 +144,6 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         check_pixels(img, max_pixels)
         img.load()  # decode now: a truncated file fails here, not in the model thread
-        return img
     except InputError:
         raise
     # the Warning is raised, not warned, only where warnings are errors; both mean a bomb
@@ -149,3 +155,22 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         ) from e
     except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying "corrupt"
         raise InputError(400, f"corrupt or truncated image ({e})") from e
+    try:
+        ImageOps.exif_transpose(img, in_place=True)  # nothing to do without an orientation tag
+    except Exception as e:  # a malformed EXIF block: keep the pixels as stored
+        logger.warning("EXIF orientation not applied (%s: %s)", type(e).__name__, e)
+    return img
+
+
+def read_image_file(path: str | Path, max_bytes: int, max_pixels: int) -> Image.Image:
+    """`decode_image` of a file's bytes (the web UI's uploads; the API never reads a file). A file
+    over `max_bytes` is refused (413) from its size, without reading it."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise InputError(413, f"image of {size} bytes is over the limit of {max_bytes} bytes")
+            data = f.read(max_bytes + 1)  # + 1: a file that grew since is still refused
+    except OSError as e:
+        raise InputError(400, f"cannot read the uploaded image ({e.strerror or e})") from e
+    return decode_image(data, max_bytes, max_pixels)

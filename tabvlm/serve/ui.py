@@ -4,10 +4,15 @@ Upload, paste or pick an example image; see the rendered table beside it, its HT
 time taken, and download HTML / Markdown / CSV. Downloads are written to a fresh temporary folder
 per request (fixed file names, never a path from the user), inside one folder per server that
 keeps only the newest `KEEP_REQUEST_DIRS`. Predictions go through the same batcher as the API.
+
+Files: an event's input is taken only from Gradio's upload folder, and `/gradio_api/file=` serves
+only Gradio's own folders and the UI's (see `mount_ui`); the image is decoded by the API's loader,
+its pixel count checked before decoding (see `build_ui`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import shutil
@@ -22,8 +27,9 @@ from fastapi import FastAPI
 from PIL import Image
 
 from tabvlm.errors import TabVLMError
+from tabvlm.serve.api import TASKS
 from tabvlm.serve.batcher import QueueFullError
-from tabvlm.serve.inputs import InputError, check_pixels
+from tabvlm.serve.inputs import InputError, read_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -93,16 +99,28 @@ class _Downloads:
 
 
 def build_ui(
-    predict: Predict, model_name: str, examples: list[str], downloads: _Downloads, max_pixels: int
+    predict: Predict,
+    model_name: str,
+    examples: list[str],
+    downloads: _Downloads,
+    max_bytes: int,
+    max_pixels: int,
 ) -> gr.Blocks:
-    """The Blocks app; `predict` is awaited for each click."""
+    """The Blocks app; `predict` is awaited for each click.
 
-    async def recognise(image: Image.Image | None, task: str) -> tuple[Any, ...]:
-        if image is None:
+    The image reaches `recognise` as the path of Gradio's upload (Gradio opens only its header,
+    and converts nothing with `image_mode=None`); it is decoded by the API's loader
+    (`read_image_file`): pixel count checked from the header before decoding, EXIF orientation
+    applied."""
+
+    async def recognise(path: str | None, task: str) -> tuple[Any, ...]:
+        if not path:
             raise gr.Error("Upload, paste or pick an image first.")
+        if task not in TASKS:  # the Radio lets None through from a client of the HTTP route
+            raise gr.Error(f"Unknown output {task!r}; expected one of {', '.join(TASKS)}.")
         t0 = time.perf_counter()
         try:
-            check_pixels(image, max_pixels)
+            image = await asyncio.to_thread(read_image_file, path, max_bytes, max_pixels)
             pred = await predict(image, task)
         except InputError as e:
             raise gr.Error(e.reason) from e
@@ -125,9 +143,13 @@ def build_ui(
         with gr.Row():
             with gr.Column():
                 image = gr.Image(
-                    type="pil", sources=["upload", "clipboard"], label="Table image", elem_id="tabvlm-image"
+                    type="filepath",  # not "pil": Gradio would decode the whole image before our checks
+                    image_mode=None,  # no conversion: Gradio returns the upload's path untouched
+                    sources=["upload", "clipboard"],
+                    label="Table image",
+                    elem_id="tabvlm-image",
                 )
-                task = gr.Radio(["html", "otsl", "markdown"], value="html", label="Output")
+                task = gr.Radio(list(TASKS), value="html", label="Output")
                 run = gr.Button("Recognise", variant="primary", elem_id="tabvlm-run")
                 if examples:
                     gr.Examples(examples=examples, inputs=image, label="Examples")
@@ -153,7 +175,9 @@ def mount_ui(app: FastAPI, predict: Predict, config: Any) -> Path:
     Returns the UI's temporary folder (examples, downloads), for the caller to remove at shutdown."""
     root = Path(tempfile.mkdtemp(prefix="tabvlm-ui-"))
     examples = example_images(config.examples_dir, root)
-    blocks = build_ui(predict, config.model_name, examples, _Downloads(root), config.max_pixels)
+    blocks = build_ui(
+        predict, config.model_name, examples, _Downloads(root), config.max_image_bytes, config.max_pixels
+    )
     gr.mount_gradio_app(
         app,
         blocks,
@@ -166,5 +190,10 @@ def mount_ui(app: FastAPI, predict: Predict, config: Any) -> Path:
         theme=gr.themes.Default(**THEME_FONTS),
         css=CSS,
     )
+    # `launch()` sets `has_launched`; `mount_gradio_app` does not, and until it is set Gradio's
+    # path check (gradio/processing_utils.py `_check_allowed`) lets through any path a client puts
+    # in a FileData payload: the file is copied into Gradio's cache and served from there. Set, the
+    # check allows the inputs of an event only from Gradio's upload folder.
+    blocks.has_launched = True
     logger.info("web UI at / (%d example images)", len(examples))
     return root
