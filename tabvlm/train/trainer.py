@@ -49,6 +49,15 @@ logger = logging.getLogger(__name__)
 
 CUDA_PEAK_FLOPS = 989e12  # H100 SXM, bf16 dense
 
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 dot products (avx512_bf16 or amx_bf16), from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
 # ---------------------------------------------------------------------------------------------
 # The training forward
 # ---------------------------------------------------------------------------------------------
@@ -168,8 +177,9 @@ class Trainer:
         if self.world_size > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and self.device.type == "cuda")
-        if use_bf16 and self.device.type != "cuda":
-            raise ConfigError("dtype bf16 needs a CUDA device; CPU training runs in fp32")
+        if use_bf16 and self.device.type == "cpu" and not cpu_has_bf16():
+            # without native bf16 dot products autocast is slower than fp32 (PyTorch #86270, #118499)
+            raise ConfigError("dtype bf16 on CPU needs avx512_bf16 or amx_bf16 (see /proc/cpuinfo); use fp32")
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
         self.out_dir = Path(cfg.out_dir)
 
