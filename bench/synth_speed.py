@@ -4,7 +4,7 @@ Run as: .venv/bin/python bench/synth_speed.py [--n 300] [--warmup 200] [--size 5
 
 Stages, timed cumulatively in CPU seconds of one process (time.process_time, torch on one thread):
 on a shared machine wall time would count the other jobs too. generate (synthesize a grid), render (draw
-it, degradations included), preprocess (`tabvlm.data.dataset.preprocess_image` to SIZE px, the
+it, degradations included), preprocess (`tabvlm.image.preprocess_image` to SIZE px, the
 image size of configs/base), tokenise (`tabvlm.tokenizer.load_tokenizer()` on the record's HTML).
 Stages whose modules are missing are reported as such. Two render settings are measured: the
 default `RenderConfig` (images 300-1600 px wide, what `tabvlm synth` writes) and a "stream" one
@@ -34,7 +34,7 @@ STREAM = {"width": (256, 1024), "max_height": 1024, "font_size": (10, 20), "marg
 def _optional_stages():
     """(preprocess_image or None, tokenizer or None), depending on what the package has now."""
     try:
-        from tabvlm.data.dataset import preprocess_image
+        from tabvlm.image import preprocess_image
     except ImportError:
         preprocess_image = None
     try:

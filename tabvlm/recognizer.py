@@ -5,8 +5,9 @@
     pred = rec.predict("table.png")
     print(pred.html, pred.markdown)
 
-Images are preprocessed as in training (`tabvlm.data.dataset.preprocess_images`), batched, and
-decoded by `tabvlm.generate.generate` (constrained to well-formed tables by default).
+Images are loaded and preprocessed as in training and serving (`tabvlm.image`: EXIF applied, fit
+to the model's square input), batched, and decoded by `tabvlm.generate.generate` (constrained to
+well-formed tables by default).
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from tabvlm.data.dataset import preprocess_images
-from tabvlm.errors import ConfigError, DataError, TableError, TabVLMError
+from tabvlm.errors import ConfigError, TableError, TabVLMError
 from tabvlm.generate import generate, image_prompt
+from tabvlm.image import ImageSource, load_image, preprocess_images
 from tabvlm.model import TabVLM, load_model_config
 from tabvlm.tables.grid import Table
 from tabvlm.tables.html import parse_html, to_html
@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 # The shipped default model lives in the repository beside the package (editable install).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "tabvlm-base"
-
-ImageInput = str | Path | Image.Image
 
 
 @dataclass
@@ -50,23 +48,6 @@ class Prediction:
     csv: str
     seconds: float  # this image's share of its batch's wall time
     tokens: int  # generated tokens
-
-
-def load_image(image: ImageInput) -> Image.Image:
-    """A PIL image from a path or an image; DataError naming the path and the reason otherwise."""
-    if isinstance(image, Image.Image):
-        return image
-    path = Path(image)
-    try:
-        with Image.open(path) as img:
-            img.load()  # read now, inside the try: a truncated file fails here
-            return img
-    except FileNotFoundError as e:
-        raise DataError("no such image file", file=str(path)) from e
-    except IsADirectoryError as e:
-        raise DataError("is a directory, not an image", file=str(path)) from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"cannot read the image ({e})", file=str(path)) from e
 
 
 DTYPES = {
@@ -148,13 +129,13 @@ class TableRecognizer:
             )
         return cls(model, tokenizer, **kwargs)  # type: ignore[arg-type]
 
-    def predict(self, image: ImageInput, task: str = "html", **generate_kwargs: object) -> Prediction:
+    def predict(self, image: ImageSource, task: str = "html", **generate_kwargs: object) -> Prediction:
         """Read one image (a path or a PIL image)."""
         return self.predict_many([image], batch_size=1, task=task, **generate_kwargs)[0]
 
     def predict_many(
         self,
-        images: Sequence[ImageInput],
+        images: Sequence[ImageSource],
         batch_size: int = 8,
         progress: bool = False,
         task: str = "html",

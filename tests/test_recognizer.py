@@ -104,8 +104,8 @@ def test_low_precision_recognizers_track_float32(
 ) -> None:
     import torch
 
-    from tabvlm.data.dataset import preprocess_images
     from tabvlm.generate import image_prompt
+    from tabvlm.image import preprocess_images
 
     low_rec = TableRecognizer.from_pretrained(TINY, dtype=dtype, max_new_tokens=24)
     # bf16 parameters; int8 keeps float32 parameters and lives in the packed decode copies

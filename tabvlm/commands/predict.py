@@ -78,7 +78,8 @@ def main(argv: list[str]) -> int:
     import torch
     from tqdm import tqdm
 
-    from tabvlm.recognizer import TableRecognizer, load_image
+    from tabvlm.image import load_image
+    from tabvlm.recognizer import TableRecognizer
 
     torch.set_flush_denormal(True)  # subnormal activations make CPU math ~10x slower; no accuracy cost
 

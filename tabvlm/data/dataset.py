@@ -6,7 +6,8 @@ Two sources feed the trainer through the same sample format:
   every DataLoader worker and every DDP rank its own reproducible share, and resumes exactly.
 
 A sample is a dict:
-  pixel_values  (n_images, 3, S, S) float32 in [-1, 1]   (n_images is 0 or 1 here)
+  pixel_values  (n_images, 3, S, S) float32 in [-1, 1]   (n_images is 0 or 1 here; made by
+                `tabvlm.image`, as in inference: file -> load_image -> preprocess_image)
   input_ids     (T,) int64
   labels        (T,) int64: -100 except the assistant turns' content tokens and their `<|im_end|>`
 `collate` pads samples into a batch; `pack` concatenates several samples into each row instead.
@@ -29,9 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from PIL import Image
 
 from tabvlm.data.fonts import FontSet, discover_fonts
 from tabvlm.data.reading import reading_targets, stack_reading
@@ -39,6 +38,7 @@ from tabvlm.data.records import read_records
 from tabvlm.data.render import RenderConfig, render
 from tabvlm.data.synth import SynthConfig, synthesize
 from tabvlm.errors import ConfigError, DataError, TabVLMError
+from tabvlm.image import load_image, preprocess_image
 from tabvlm.tables.grid import Table
 from tabvlm.tables.html import to_html
 from tabvlm.tables.otsl import to_otsl
@@ -51,69 +51,6 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # labels value the loss skips (torch's cross_entropy default)
 
 Sample = dict[str, Any]
-
-
-# ---------------------------------------------------------------------------------------------
-# Images
-# ---------------------------------------------------------------------------------------------
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB, with transparent parts composited on white (a plain convert would make them black)."""
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I;16"):  # 16-bit grey: keep the top byte (a plain convert clips to white)
-        return Image.fromarray((np.asarray(img) >> 8).astype(np.uint8)).convert("RGB")
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
-    return img.convert("RGB")
-
-
-def fit_image(img: Image.Image, size: int) -> Image.Image:
-    """RGB `size` x `size` PIL image: longer side resized to `size` (aspect kept), then padded
-    with white on the right and bottom.
-
-    The table sits at the top-left corner so that text positions stay where a top-left origin
-    puts them whatever the aspect; padding only ever extends the right or bottom edge.
-    """
-    img = _to_rgb(img)
-    w, h = img.size
-    if w < 1 or h < 1:
-        raise DataError(f"image is {w}x{h}; expected a non-empty image")
-    scale = size / max(w, h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        # reducing_gap=2: a cheap box reduce first on large downscales, then bicubic (Pillow: "close
-        # to fair resampling"); ~1.5x faster on page-sized inputs
-        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=2.0)
-    if (new_w, new_h) == (size, size):
-        return img
-    canvas = Image.new("RGB", (size, size), (255, 255, 255))
-    canvas.paste(img, (0, 0))
-    return canvas
-
-
-def _normalise(arr: np.ndarray) -> torch.Tensor:
-    """uint8 (..., S, S, 3) -> float32 (..., 3, S, S) in [-1, 1] (SigLIP: mean = std = 0.5)."""
-    # numpy, not torch: on a few busy CPU cores torch's threaded permute+cast is ~50x slower here
-    chw = np.ascontiguousarray(np.moveaxis(arr, -1, -3)).astype(np.float32)
-    return torch.from_numpy(chw / np.float32(127.5) - np.float32(1.0))
-
-
-def preprocess_image(img: Image.Image, size: int) -> torch.Tensor:
-    """Image -> (3, size, size) float32 in [-1, 1]: `fit_image` then SigLIP normalisation
-    (x / 127.5 - 1). White padding is exactly 1.0."""
-    return _normalise(np.asarray(fit_image(img, size), dtype=np.uint8))  # (3, S, S)
-
-
-def preprocess_images(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """Batched `preprocess_image`: (N, 3, size, size)."""
-    if not images:
-        return torch.empty(0, 3, size, size)
-    return _normalise(np.stack([np.asarray(fit_image(im, size), dtype=np.uint8) for im in images]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,20 +218,6 @@ def pack(samples: Sequence[Sample], max_len: int, pad_id: int) -> dict[str, Any]
 # ---------------------------------------------------------------------------------------------
 
 
-def load_image(path: Path, file: str | None = None, line: int | None = None) -> Image.Image:
-    """Open and fully decode an image; DataError naming the record's file:line when it cannot."""
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, not later in a worker
-            return im.copy()
-    except FileNotFoundError as e:
-        raise DataError(f"image not found: {path}", file, line) from e
-    except Image.DecompressionBombError as e:
-        raise DataError(f"image {path} is over PIL's decompression-bomb limit ({e})", file, line) from e
-    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
-        raise DataError(f"unreadable or corrupt image {path}: {e}", file, line) from e
-
-
 class JsonlDataset(torch.utils.data.Dataset):
     """Canonical jsonl records (see `tabvlm.data.records`) as training samples; records keep
     their own prompts (table, formula, chart, OCR, text-only).
@@ -345,7 +268,10 @@ class JsonlDataset(torch.utils.data.Dataset):
         if rec.image is None:
             pixel_values = torch.empty(0, 3, self.image_size, self.image_size)
         else:
-            img = load_image(rec.image, rec.file, rec.line)
+            try:
+                img = load_image(rec.image)  # RGB, EXIF orientation applied
+            except DataError as e:
+                raise DataError(str(e), rec.file, rec.line) from e
             pixel_values = preprocess_image(img, self.image_size)[None]  # (1, 3, S, S)
         return {"pixel_values": pixel_values, **enc}
 

@@ -19,8 +19,9 @@ x `image_token`) + `img_line_break_token` + `eoi_token`; with boi `<|vision_star
 
 Images: the processor (`GotOcr2ImageProcessorPil`, one tile, no cropping, mean = std = 0.5)
 resizes to the square input size. tabvlm keeps the aspect ratio and pads with white at the right
-and bottom: give the processor `tabvlm.data.dataset.fit_image(img, size)` (already square, so
-the processor's resize leaves it as is) to get tabvlm's pixels exactly.
+and bottom: give the processor `tabvlm.image.fit_image(load_image(path), size)` (upright by
+its EXIF orientation and already square, so the processor's resize leaves it as is) to get
+tabvlm's pixels exactly.
 """
 
 from __future__ import annotations

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from tabvlm.errors import DataError
-
-logger = logging.getLogger(__name__)
+from tabvlm.image import load_image
 
 # Formats worth accepting for a table picture; a short list keeps PIL's rarer decoders out of reach.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -124,42 +121,17 @@ def decode_base64_image(text: str) -> bytes:
         raise InputError(400, f"the image is not valid base64 ({e})") from e
 
 
-def check_pixels(image: Image.Image, max_pixels: int) -> None:
-    """400 when width x height exceeds `max_pixels` (a decompression bomb, or just too big)."""
-    w, h = image.size
-    if w * h > max_pixels:
-        raise InputError(400, f"image of {w}x{h} = {w * h} pixels is over the limit of {max_pixels} pixels")
-
-
 def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
-    """A decoded PIL image from bytes: 413 over `max_bytes`, 400 for empty, unknown, corrupt or
-    too-many-pixel images. The pixel count is checked from the header, before decoding. The EXIF
-    orientation is applied (a phone photo comes upright); the mode is left alone: preprocessing
-    flattens alpha onto white."""
+    """An RGB PIL image from bytes, through `tabvlm.image.load_image` (the loader predict and
+    training use: EXIF orientation applied, alpha on white): 413 over `max_bytes`; 400 for
+    empty, unknown, corrupt or too-many-pixel images, the pixel count checked from the header
+    before decoding."""
     if len(data) > max_bytes:
         raise InputError(413, f"image of {len(data)} bytes is over the limit of {max_bytes} bytes")
-    if not data:
-        raise InputError(400, "the image is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-        check_pixels(img, max_pixels)
-        img.load()  # decode now: a truncated file fails here, not in the model thread
-    except InputError:
-        raise
-    # the Warning is raised, not warned, only where warnings are errors; both mean a bomb
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(400, f"image has too many pixels (decompression bomb guard: {e})") from e
-    except UnidentifiedImageError as e:
-        raise InputError(
-            400, f"not an image, or not one of the accepted formats ({', '.join(IMAGE_FORMATS)})"
-        ) from e
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying "corrupt"
-        raise InputError(400, f"corrupt or truncated image ({e})") from e
-    try:
-        ImageOps.exif_transpose(img, in_place=True)  # nothing to do without an orientation tag
-    except Exception as e:  # a malformed EXIF block: keep the pixels as stored
-        logger.warning("EXIF orientation not applied (%s: %s)", type(e).__name__, e)
-    return img
+        return load_image(data, max_pixels=max_pixels, formats=IMAGE_FORMATS)
+    except DataError as e:
+        raise InputError(400, e.reason) from e
 
 
 def read_image_file(path: str | Path, max_bytes: int, max_pixels: int) -> Image.Image:

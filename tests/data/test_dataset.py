@@ -20,8 +20,6 @@ from tabvlm.data.dataset import (
     collate,
     encode_conversation,
     pack,
-    preprocess_image,
-    preprocess_images,
 )
 from tabvlm.data.synth import SynthConfig
 from tabvlm.errors import ConfigError, DataError
@@ -193,28 +191,6 @@ def test_packed_rows_give_the_same_logits_as_separate_samples(tok, mcfg):
             alone = model(s["input_ids"][None], s["pixel_values"]).logits[0]
             start = sum(lens[:k])
             torch.testing.assert_close(row[0, start : start + lens[k]], alone, atol=1e-4, rtol=1e-4)
-
-
-# --- images -----------------------------------------------------------------------------------
-
-
-def test_preprocess_keeps_aspect_pads_white_top_left():
-    img = Image.new("RGB", (200, 100), (0, 0, 0))  # wide black image
-    x = preprocess_image(img, 64)
-    assert x.shape == (3, 64, 64) and x.dtype == torch.float32
-    assert (x[:, :32, :] == -1.0).all()  # black content scaled to 64x32, at the top
-    assert (x[:, 32:, :] == 1.0).all()  # white padding below
-    tall = preprocess_image(Image.new("L", (10, 40), 0), 64)  # grey converts to RGB
-    assert (tall[:, :, :16] == -1.0).all() and (tall[:, :, 16:] == 1.0).all()
-    # A transparent background becomes white, not black.
-    clear = preprocess_image(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), 8)
-    assert (clear == 1.0).all()
-    deep = preprocess_image(Image.new("I;16", (8, 8), 65535), 8)  # 16-bit grey keeps its range
-    assert (deep == 1.0).all() and (preprocess_image(Image.new("I;16", (8, 8), 0), 8) == -1.0).all()
-    mid = preprocess_image(Image.new("RGB", (4, 4), (255, 0, 128)), 4)
-    assert mid[:, 0, 0].tolist() == pytest.approx([1.0, -1.0, 128 / 127.5 - 1], abs=1e-6)
-    batch = preprocess_images([img, Image.new("RGB", (30, 60), "white")], 64)
-    assert batch.shape == (2, 3, 64, 64) and torch.equal(batch[0], x)
 
 
 # --- jsonl records ----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from tabvlm.data.dataset import fit_image
 from tabvlm.data.fonts import discover_fonts
 from tabvlm.data.reading import (
     IGNORE_INDEX,
@@ -20,6 +19,7 @@ from tabvlm.data.reading import (
 )
 from tabvlm.data.render import RenderConfig, render
 from tabvlm.data.synth import SynthConfig, synthesize
+from tabvlm.image import fit_image
 from tabvlm.tables.grid import Cell, Table
 
 CLEAN = {"rotate_rate": 0.0, "downscale_rate": 0.0, "blur_rate": 0.0, "noise_rate": 0.0, "jpeg_rate": 0.0}

@@ -11,8 +11,8 @@ import transformers  # a dev dependency: a missing install fails, never skips
 from PIL import Image, ImageDraw
 
 from tabvlm.commands.export import main as export_main
-from tabvlm.data.dataset import fit_image, preprocess_images
 from tabvlm.generate import generate, image_prompt
+from tabvlm.image import fit_image, load_image, preprocess_images
 from tabvlm.model.config import load_model_config
 from tabvlm.model.vlm import TabVLM
 from tabvlm.tasks import user_prompt
@@ -106,3 +106,18 @@ def test_greedy_generation_matches_on_three_images(exported):
         if theirs and theirs[-1] == tok.eos_id:
             theirs = theirs[:-1]  # tabvlm's tokens exclude the stop token
         assert theirs == ours
+
+
+def test_processor_on_an_exif_rotated_photo_sees_what_tabvlm_sees(exported, tmp_path):
+    """The export's documented input (`tabvlm.image.fit_image` of `load_image`) keeps the EXIF
+    orientation that predict, the server and training apply."""
+    model, _, _, proc = exported
+    size = model.config.vision.image_size
+    stored = table_image(6)  # landscape as stored; EXIF orientation 6: show it turned 90 degrees
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "photo.jpg", quality=95, exif=exif.tobytes())
+    with Image.open(tmp_path / "photo.jpg") as im:
+        upright = im.convert("RGB").transpose(Image.Transpose.ROTATE_270)
+    inputs = hf_inputs(proc, [load_image(tmp_path / "photo.jpg")], size)
+    assert (inputs["pixel_values"][0] - preprocess_images([upright], size)[0]).abs().max() <= 1e-6
