@@ -6,6 +6,9 @@ token sits in the last column and one (B, 1) forward serves the whole batch; the
 (B, past+T) marks the padding and the model derives positions from it. A sequence stops at
 `<|im_end|>` / `<|endoftext|>`, right after `</table>` (by default), or at `max_new_tokens`;
 finished rows are dropped from the batch (and the cache), so they cost nothing afterwards.
+`max_new_tokens` is capped so that prompt + new tokens fit the model's positions (its RoPE table
+and KV cache hold no more); an output cut short, by that budget or by the grammar closing the
+table early to stay within it, finishes with reason "length".
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ class Generation:
 
     tokens: list[list[int]]  # generated ids, the stop token (EOS) excluded
     texts: list[str]  # decoded `tokens`
-    finish_reasons: list[str]  # "eos" | "table" (stopped after </table>) | "length"
+    # "eos" | "table" (stopped after </table>) | "length": cut short by max_new_tokens, or the
+    # budget made the grammar close the table before the model would have
+    finish_reasons: list[str]
 
 
 def image_prompt(tokenizer: Any, n_image_tokens: int, task: str = "html") -> str:
@@ -116,7 +121,8 @@ def generate(
 
     Args:
         model: a `TabVLM` (anything with `forward(input_ids, pixel_values, attention_mask, cache,
-            logits_to_keep)` returning `.logits`, and `new_cache(batch, max_len)`).
+            logits_to_keep)` returning `.logits`, and `new_cache(batch, max_len)`; a
+            `max_positions` attribute, when it has one, caps prompt + new tokens).
         pixel_values: (B, 3, S, S) images in the order their `<|image_pad|>` runs appear, or None.
         prompts: chat texts (see `image_prompt`) or token id lists, one per sequence.
         constrain: True: the table grammar (only well-formed canonical tables, closed in time);
@@ -139,12 +145,23 @@ def generate(
     if pixel_values is not None:
         pixel_values = pixel_values.to(device)
     B, T = input_ids.shape
+    max_positions = getattr(model, "max_positions", None)
+    if max_positions is not None:
+        if T >= max_positions:
+            raise TabVLMError(
+                f"the prompt has {T} tokens and the model holds {max_positions} positions "
+                "(lm.max_position_embeddings): no room to generate"
+            )
+        if T + max_new_tokens > max_positions:
+            logger.debug("max_new_tokens %d capped to %d", max_new_tokens, max_positions - T)
+            max_new_tokens = max_positions - T
     stop_ids = set() if ignore_eos else {tokenizer.eos_id, tokenizer.endoftext_id}
     vocab = _vocab_bytes(tokenizer)
     decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(B)] if on_token else []
 
     out_tokens: list[list[int]] = [[] for _ in range(B)]
     reasons = ["length"] * B
+    overruled = [False] * B  # the budget made the grammar refuse the model's choice
     tails = [b""] * B  # last bytes of each text, to see `</table>`
     rows = list(range(B))  # prompt index of each row still in the batch
     # the full mask over the longest possible sequence; each step uses a prefix of its columns
@@ -164,6 +181,11 @@ def generate(
     for step in range(max_new_tokens):
         if grammar is not None:
             allowed = grammar.mask(torch.from_numpy(states), max_new_tokens - step).to(device)  # (b, V)
+            if max_new_tokens - step <= grammar.max_dist:  # the budget may bind: did it overrule?
+                free = grammar.allowed[torch.from_numpy(states)].to(device)  # (b, V) no budget
+                wanted = logits.masked_fill(~free, float("-inf")).argmax(dim=-1, keepdim=True)  # (b, 1)
+                for j in (~allowed.gather(1, wanted)).squeeze(1).nonzero().flatten().tolist():
+                    overruled[rows[j]] = True
             logits = logits.masked_fill(~allowed, float("-inf"))
         next_ids = sample(logits, temperature, top_p, generator)  # (b,)
         picked = next_ids.tolist()  # the one host sync a step: stopping and the grammar need it
@@ -204,4 +226,5 @@ def generate(
                 seqs, pixel_values=pixel_values, attention_mask=step_mask, logits_to_keep=1
             ).logits[:, -1]
     texts = [tokenizer.decode(t, skip_special=True) for t in out_tokens]
+    reasons = ["length" if cut else r for r, cut in zip(reasons, overruled, strict=True)]
     return Generation(out_tokens, texts, reasons)

@@ -48,6 +48,14 @@ class Prediction:
     csv: str
     seconds: float  # this image's share of its batch's wall time
     tokens: int  # generated tokens
+    # "stop": the model finished; "length": cut short by max_new_tokens or the model's positions
+    # (a constrained table is then closed early, so it is well-formed but may lack rows)
+    finish_reason: str = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        """True when the output was cut short (`finish_reason == "length"`)."""
+        return self.finish_reason == "length"
 
 
 DTYPES = {
@@ -130,7 +138,7 @@ class TableRecognizer:
         return cls(model, tokenizer, **kwargs)  # type: ignore[arg-type]
 
     def predict(self, image: ImageSource, task: str = "html", **generate_kwargs: object) -> Prediction:
-        """Read one image (a path or a PIL image)."""
+        """Read one image (a path, bytes or a PIL image)."""
         return self.predict_many([image], batch_size=1, task=task, **generate_kwargs)[0]
 
     def predict_many(
@@ -144,9 +152,11 @@ class TableRecognizer:
         """Read many images, `batch_size` at a time (left-padded batches through `generate`).
 
         `generate_kwargs` go to `tabvlm.generate.generate` (max_new_tokens, constrain,
-        temperature, top_p, generator, on_token...). An unreadable image raises DataError naming
-        it before any decoding; callers that want to skip such images load them first with
-        `load_image`."""
+        temperature, top_p, generator, on_token...); `max_new_tokens` is capped at what the
+        model's positions hold after the prompt, and an output cut short says so
+        (`Prediction.truncated`). An unreadable image raises DataError naming it before any
+        decoding; callers that want to skip such images load them first with
+        `tabvlm.image.load_image`."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1; found {batch_size}")
         pil = [load_image(im) for im in images]
@@ -168,7 +178,10 @@ class TableRecognizer:
             pixel_values = preprocess_images(chunk, size)  # (b, 3, S, S)
             gen = generate(self.model, self.tokenizer, pixel_values, [prompt] * len(chunk), **kwargs)  # type: ignore[arg-type]
             seconds = (time.perf_counter() - t0) / len(chunk)
-            out += [_prediction(text, len(ids), seconds, task) for text, ids in zip(gen.texts, gen.tokens)]
+            out += [
+                _prediction(text, len(ids), seconds, task, reason)
+                for text, ids, reason in zip(gen.texts, gen.tokens, gen.finish_reasons, strict=True)
+            ]
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
@@ -176,8 +189,10 @@ class TableRecognizer:
         return out
 
 
-def _prediction(raw: str, tokens: int, seconds: float, task: str) -> Prediction:
-    """Canonicalise one raw output (HTML tasks); other tasks keep only `raw`."""
+def _prediction(raw: str, tokens: int, seconds: float, task: str, reason: str) -> Prediction:
+    """Canonicalise one raw output (HTML tasks); other tasks keep only `raw`. `reason` is
+    generate's finish reason ("length" stays "length"; "eos" and "table" become "stop")."""
+    finish = "length" if reason == "length" else "stop"
     table = None
     if task == "html":
         try:
@@ -185,5 +200,5 @@ def _prediction(raw: str, tokens: int, seconds: float, task: str) -> Prediction:
         except TableError as e:
             logger.warning("output holds no table (%s)", e)
     if table is None:
-        return Prediction("", raw, None, "", "", seconds, tokens)
-    return Prediction(to_html(table), raw, table, to_markdown(table), to_csv(table), seconds, tokens)
+        return Prediction("", raw, None, "", "", seconds, tokens, finish)
+    return Prediction(to_html(table), raw, table, to_markdown(table), to_csv(table), seconds, tokens, finish)

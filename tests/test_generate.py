@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from tabvlm.errors import TabVLMError
 from tabvlm.generate import generate, image_prompt
 from tabvlm.model import KVCache, TabVLM, VLMOutput, load_model_config
 from tabvlm.tables.html import find_table, parse_html
@@ -133,3 +134,30 @@ def test_random_tiny_model_writes_tables_for_50_images(tok, tiny: TabVLM) -> Non
         assert find_table(text) is not None
         table = parse_html(text)
         assert table.n_rows >= 1 and table.n_cols >= 1
+
+
+def test_generation_never_passes_the_models_positions(tok) -> None:
+    """max_new_tokens above what the model holds is capped (the RoPE table has 64 rows here)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        short = TabVLM(load_model_config("configs/tiny.yaml", ["lm.max_position_embeddings=64"])).eval()
+    prompt = image_prompt(tok, short.image_tokens)
+    T = len(tok.encode(prompt))
+    for constrain in (False, True):
+        out = generate(short, tok, images(2), [prompt] * 2, max_new_tokens=2048, constrain=constrain)
+        assert [T + len(t) for t in out.tokens] == [64, 64] or constrain
+        assert all(T + len(t) <= 64 for t in out.tokens) and out.finish_reasons == ["length"] * 2
+        assert all(text.endswith("</table>") for text in out.texts) or not constrain
+    with pytest.raises(TabVLMError, match="the prompt has 70 tokens and the model holds 64 positions"):
+        generate(short, tok, None, [[7] * 70], max_new_tokens=5, constrain=False)
+
+
+def test_a_table_closed_early_by_the_budget_is_cut_short(tok, tiny: TabVLM) -> None:
+    ids = tok.encode("<table><tbody><tr><td>价格</td></tr></tbody></table>")
+    model = ScriptedLM(dict(zip([1] + ids[:-1], ids)))
+    assert generate(model, tok, None, [[1]], max_new_tokens=len(ids)).finish_reasons == ["table"]
+    cut = generate(model, tok, None, [[1]], max_new_tokens=len(ids) - 1)
+    assert cut.finish_reasons == ["length"] and cut.texts[0].endswith("</table>")
+    # a random tiny model wants more than 9 tokens: the grammar closed its tables for it
+    tight = generate(tiny, tok, images(3, seed=2), prompts(tok, tiny), max_new_tokens=9)
+    assert tight.finish_reasons == ["length"] * 3

@@ -83,6 +83,11 @@ class TabVLM(nn.Module):
         """LM tokens one image becomes."""
         return self.config.image_tokens
 
+    @property
+    def max_positions(self) -> int:
+        """Positions the LM holds (its RoPE table): prompt + generated tokens never exceed it."""
+        return self.config.lm.max_position_embeddings
+
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) pixels -> (N, image_tokens, lm_hidden) image token embeddings."""
         size = self.config.vision.image_size
