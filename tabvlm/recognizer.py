@@ -24,6 +24,7 @@ from tabvlm.errors import ConfigError, TableError, TabVLMError
 from tabvlm.generate import generate, image_prompt
 from tabvlm.image import ImageSource, load_image, preprocess_images
 from tabvlm.model import TabVLM, load_model_config
+from tabvlm.model.vlm import TOKENIZER_NAME
 from tabvlm.tables.grid import Table
 from tabvlm.tables.html import parse_html, to_html
 from tabvlm.tables.views import to_csv, to_markdown
@@ -117,9 +118,14 @@ class TableRecognizer:
             path = DEFAULT_MODEL_DIR
         path = Path(path)
         if path.is_dir():
+            tok_file = path / TOKENIZER_NAME
+            if not tok_file.is_file():  # the shipped tokenizer may not be the one it was trained with
+                raise ConfigError(
+                    f"{path}: no {TOKENIZER_NAME} in the model folder; a model folder holds the "
+                    "tokenizer it was trained with (TabVLM.save_pretrained(dir, tokenizer))"
+                )
             model = TabVLM.from_pretrained(path, device=device, dtype=torch_dtype)
-            tok_file = path / "tokenizer.json"
-            tokenizer = load_tokenizer(tok_file if tok_file.is_file() else None)
+            tokenizer = load_tokenizer(tok_file)
         elif path.suffix in (".yaml", ".yml"):
             config = load_model_config(path)
             with torch.random.fork_rng(devices=[]):  # random weights from `seed`, global RNG untouched
@@ -136,6 +142,11 @@ class TableRecognizer:
                 f"{model.config.lm.vocab_size} (lm.vocab_size)"
             )
         return cls(model, tokenizer, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def image_size(self) -> int:
+        """The model's square input size; every image is fit to it (`tabvlm.image.fit_image`)."""
+        return self.model.config.vision.image_size
 
     def predict(self, image: ImageSource, task: str = "html", **generate_kwargs: object) -> Prediction:
         """Read one image (a path, bytes or a PIL image)."""
@@ -165,7 +176,7 @@ class TableRecognizer:
         if task != "html":
             kwargs["constrain"] = False  # the grammar is the HTML table grammar
         prompt = image_prompt(self.tokenizer, self.model.image_tokens, task)
-        size = self.model.config.vision.image_size
+        size = self.image_size
         bar = None
         if progress:
             from tqdm import tqdm

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from tabvlm.commands import predict as predict_cmd
-from tabvlm.errors import DataError, TabVLMError
+from tabvlm.errors import ConfigError, DataError, TabVLMError
+from tabvlm.generate import image_prompt
+from tabvlm.model import TabVLM, load_model_config
 from tabvlm.recognizer import TableRecognizer
 from tabvlm.tables.html import parse_html, to_html
+from tabvlm.tokenizer import load_tokenizer
 
 TINY = "configs/tiny.yaml"
 
@@ -102,9 +110,6 @@ def test_cli_writes_one_file_per_image(
 def test_low_precision_recognizers_track_float32(
     rec: TableRecognizer, image_dir: Path, dtype: str, held_in: str, min_cosine: float
 ) -> None:
-    import torch
-
-    from tabvlm.generate import image_prompt
     from tabvlm.image import preprocess_images
 
     low_rec = TableRecognizer.from_pretrained(TINY, dtype=dtype, max_new_tokens=24)
@@ -122,7 +127,148 @@ def test_low_precision_recognizers_track_float32(
 
 
 def test_unknown_dtype_is_a_clear_error() -> None:
-    from tabvlm.errors import ConfigError
-
     with pytest.raises(ConfigError, match="dtype.*float16"):
         TableRecognizer.from_pretrained(TINY, dtype="float16")
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming `width` x `height` (~70 bytes; what PIL's bomb guard reads)."""
+    buf = io.BytesIO()
+    Image.new("1", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def short_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model folder whose LM holds 64 positions (the prompt takes most of them)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = TabVLM(load_model_config(TINY, ["lm.max_position_embeddings=64"]))
+    folder = tmp_path_factory.mktemp("short") / "model"
+    model.save_pretrained(folder, tokenizer=load_tokenizer())
+    return folder
+
+
+def test_cli_reports_a_decompression_bomb_and_predicts_the_rest(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("t0.png", "t1.png"):
+        shutil.copy(image_dir / name, inputs / name)
+    (inputs / "bomb.png").write_bytes(bomb_png(30000, 30000))
+    out = tmp_path / "preds.jsonl"
+    rc = predict_cmd.main(["--model", TINY, "--max-new-tokens", "16", "--out", str(out), str(inputs)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "bomb.png" in err and "decompression bomb" in err and "Traceback" not in err
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["t0", "t1"]
+
+
+def test_cli_an_image_whose_recognition_fails_takes_no_other_with_it(
+    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    Image.new("RGB", (77, 40), "white").save(tmp_path / "odd.png")
+    real = TableRecognizer.predict_many
+
+    def fragile(self, images, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if any(im.size[0] == 77 for im in images):
+            raise RuntimeError("boom")
+        return real(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(TableRecognizer, "predict_many", fragile)
+    out = tmp_path / "preds.jsonl"
+    paths = [str(image_dir / "t0.png"), str(tmp_path / "odd.png"), str(image_dir / "t1.png")]
+    rc = predict_cmd.main(["--model", TINY, "--max-new-tokens", "16", "--out", str(out), *paths])
+    err = capsys.readouterr().err
+    assert rc == 1 and "failed" in err and "odd.png: RuntimeError: boom" in err
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["t0", "t1"]
+
+
+def test_generating_past_the_models_positions_is_capped_and_says_so(
+    short_model: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rec = TableRecognizer.from_pretrained(short_model)  # max_new_tokens 2048, 64 positions
+    pred = rec.predict(image_dir / "t0.png")
+    assert pred.finish_reason == "length" and pred.truncated and pred.html.startswith("<table>")
+    assert pred.tokens <= 64 - len(rec.tokenizer.encode(image_prompt(rec.tokenizer, rec.model.image_tokens)))
+    out = tmp_path / "preds.jsonl"
+    rc = predict_cmd.main(["--model", str(short_model), "--out", str(out), str(image_dir)])
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["t0", "t1"] and all(x["truncated"] for x in lines)
+    assert rc == 1  # broken.png
+    assert "t0.png: output cut short" in capsys.readouterr().err
+
+
+def test_cli_gives_images_that_share_a_stem_distinct_files(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(image_dir / "t0.png", tmp_path / folder / "t.png")
+    Image.open(image_dir / "t1.png").save(tmp_path / "a" / "t.jpg")
+    images = [str(tmp_path / "a" / "t.png"), str(tmp_path / "a" / "t.jpg"), str(tmp_path / "b" / "t.png")]
+    out = tmp_path / "out"
+    assert predict_cmd.main(["--model", TINY, "--max-new-tokens", "16", "--out", str(out), *images]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["t.jpg.html", "t.png-2.html", "t.png.html"]
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'b' / 't.png'} -> t.png-2.html" in err
+
+
+def test_cli_finds_the_images_of_a_synth_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tabvlm.commands import synth
+
+    assert synth.main(["--n", "2", "--seed", "1", "--out", str(tmp_path / "s"), "synth.zh_rate=0.0"]) == 0
+    out = tmp_path / "preds.jsonl"
+    rc = predict_cmd.main(["--model", TINY, "--max-new-tokens", "8", "--out", str(out), str(tmp_path / "s")])
+    assert rc == 0
+    gt = [json.loads(x)["meta"]["id"] for x in (tmp_path / "s" / "gt.jsonl").read_text().splitlines()]
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == gt == ["000000", "000001"]
+
+
+def test_model_folder_without_a_tokenizer_is_an_error(rec: TableRecognizer, tmp_path: Path) -> None:
+    rec.model.save_pretrained(tmp_path / "m")  # no tokenizer given
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'm'}: no tokenizer.json in the model folder"):
+        TableRecognizer.from_pretrained(tmp_path / "m")
+
+
+def test_cli_out_is_prepared_before_the_model_loads(
+    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "new" / "deeper" / "preds.jsonl"  # missing folders are created
+    args = ["--model", TINY, "--max-new-tokens", "8", "--out", str(out), str(image_dir / "t0.png")]
+    assert predict_cmd.main(args) == 0 and len(out.read_text().splitlines()) == 1
+
+    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(TableRecognizer, "from_pretrained", no_model)
+    (tmp_path / "file").write_text("a file, not a folder")
+    bad = tmp_path / "file" / "preds.jsonl"
+    with pytest.raises(DataError, match=f"{bad}: cannot write the output here"):
+        predict_cmd.main(["--model", TINY, "--out", str(bad), str(image_dir / "t0.png")])
+
+
+def test_cli_interrupted_leaves_no_half_written_jsonl(
+    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = TableRecognizer.predict_many
+
+    def interrupted(self, images, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(len(images))
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(TableRecognizer, "predict_many", interrupted)
+    out = tmp_path / "preds.jsonl"
+    paths = [str(image_dir / "t0.png"), str(image_dir / "t1.png")]
+    with pytest.raises(KeyboardInterrupt):
+        predict_cmd.main(
+            ["--model", TINY, "--max-new-tokens", "8", "--batch-size", "1", "--out", str(out), *paths]
+        )
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
