@@ -369,3 +369,55 @@ def test_reading_loss_head_trains_resumes_exactly_and_never_ships(tmp_path: Path
 def test_reading_loss_needs_synthetic_images(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="reading_loss"):
         Trainer(text_config(tmp_path, reading_loss=1.0))
+
+
+# --------------------------------------------------------------------------------- bad values
+
+
+BAD_VALUES = [
+    ("lr=-1", "lr"),
+    ("lr=nan", "lr"),
+    ("num_workers=-1", "num_workers"),
+    ("betas=[0.9]", "betas"),
+    ("betas=[0.9,1.0]", "betas"),
+    ("betas=[-0.1,0.9]", "betas"),
+    ("grad_clip=-1", "grad_clip"),
+    ("weight_decay=-0.1", "weight_decay"),
+    ("warmup_steps=-1", "warmup_steps"),
+    ("min_lr_ratio=1.5", "min_lr_ratio"),
+    ("min_lr_ratio=-0.1", "min_lr_ratio"),
+    ("device=banana", "device"),
+    ("device=cuda", "device"),  # torch.cuda.is_available() is patched to False below
+]
+
+
+@pytest.mark.parametrize(("override", "field"), BAD_VALUES)
+def test_bad_training_values_are_one_line_errors_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, override: str, field: str
+) -> None:
+    cfg = text_config(tmp_path, max_steps=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli_main(["train", str(tmp_path / "cfg.json"), override, "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"tabvlm train: error: {field}:") and "expected" in err and "found" in err, err
+    assert not Path(cfg.out_dir).exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("where", ["a file on the path", "a file"])
+def test_unwritable_out_dir_is_noticed_before_the_first_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    text_config(tmp_path, max_steps=1)
+    (tmp_path / "afile").write_text("not a folder")
+    out_dir = tmp_path / "afile" / "run" if where == "a file on the path" else tmp_path / "afile"
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("a training step ran before out_dir was checked")
+
+    monkeypatch.setattr(Trainer, "train_step", no_training)
+    assert cli_main(["train", str(tmp_path / "cfg.json"), f"out_dir={out_dir}", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("tabvlm train: error: out_dir:") and str(out_dir) in err, err
+    assert (tmp_path / "afile").read_text() == "not a folder"

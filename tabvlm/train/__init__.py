@@ -23,6 +23,8 @@ overridable with `train_vision` / `train_projector` / `train_lm`). Everything el
   RNG, step, samples consumed: loaded with `weights_only=True`). Written to a temporary folder
   then renamed, so a crash never leaves half a checkpoint; the last `keep_last` are kept. A resume
   restarts the data stream at the sample after the last one consumed: the run continues exactly.
+- Config values are checked on load (`TrainConfig.__post_init__`), the device and a probe
+  file in out_dir when the Trainer starts: a bad value is a one-line ConfigError before any step.
 - A non-finite loss or gradient stops the run before the optimizer step (TrainingError), the
   last good checkpoint untouched.
 - Logs: TensorBoard scalars, a tqdm bar with ETA, a line every `log_every` steps with loss,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,6 +90,19 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "save_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected >= 1, found {getattr(self, name)}")
+        for name in ("warmup_steps", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: expected >= 0, found {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr: expected a finite number > 0, found {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name}: expected a finite number >= 0, found {value}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:  # also false for nan
+            raise ConfigError(f"min_lr_ratio: expected a share in [0, 1], found {self.min_lr_ratio}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas: expected two numbers in [0, 1), found {list(self.betas)}")
         if self.synth_ratio is not None and not 0.0 <= self.synth_ratio <= 1.0:
             raise ConfigError(f"synth_ratio: expected a share in [0, 1], found {self.synth_ratio}")
         if self.synth_ratio == 0.0 and not self.data_files:

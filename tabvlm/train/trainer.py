@@ -58,6 +58,36 @@ def cpu_has_bf16() -> bool:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """A TrainConfig's `device` as a torch.device (auto: cuda:local_rank when a GPU is visible,
+    else cpu; cuda without an index: cuda:local_rank); one that this machine lacks is a ConfigError."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device: expected auto, cpu, cuda, cuda:N or mps, found {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device: expected a visible GPU for {name!r}, found none (torch.cuda.is_available() is "
+                "False); use device=cpu or auto"
+            )
+        index = local_rank if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: expected cuda:0 to cuda:{torch.cuda.device_count() - 1}, found {name!r} "
+                f"(local rank {local_rank})"
+            )
+        return torch.device("cuda", index)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: expected an available mps device for {name!r}, found none")
+    return device
+
+
 # ---------------------------------------------------------------------------------------------
 # The training forward
 # ---------------------------------------------------------------------------------------------
@@ -167,11 +197,7 @@ class Trainer:
         self.cfg = cfg
         self.rank, self.world_size, local_rank = _dist_env()
         self.is_main = self.rank == 0
-        if cfg.device == "auto":
-            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-        else:
-            device = cfg.device
-        self.device = torch.device(device)
+        self.device = resolve_device(cfg.device, local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.world_size > 1 and not dist.is_initialized():
@@ -218,6 +244,22 @@ class Trainer:
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
         self._bf16_checked = False
+        if self.is_main:
+            self._check_out_dir()
+
+    def _check_out_dir(self) -> None:
+        """Create out_dir and write a probe file in it: an unwritable out_dir is an error now, not
+        at the first save. Last in __init__, so that no other config error leaves an empty folder."""
+        probe = self.out_dir / f".probe-{os.getpid()}"
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(
+                f"out_dir: expected a folder this process can write, found {self.out_dir} "
+                f"({e.strerror or type(e).__name__})"
+            ) from e
 
     # -- building -------------------------------------------------------------------------------
     def _build_model(self) -> tuple[TabVLM, TableTokenizer]:
