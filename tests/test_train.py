@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -421,3 +424,175 @@ def test_unwritable_out_dir_is_noticed_before_the_first_step(
     assert len(err.splitlines()) == 1, err
     assert err.startswith("tabvlm train: error: out_dir:") and str(out_dir) in err, err
     assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+# --------------------------------------------------------------------------------- damaged checkpoints
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 4-step lm-pretrain run with checkpoints at steps 2 and 4 (tests damage copies)."""
+    tmp = tmp_path_factory.mktemp("two")
+    torch.set_num_threads(1)
+    Trainer(text_config(tmp, max_steps=4, save_every=2, keep_last=2)).fit()
+    return tmp
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "missing":
+        path.unlink()
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:  # corrupt: same size, 16 bytes flipped in the middle
+        data = bytearray(path.read_bytes())
+        mid = len(data) // 2
+        data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt", "missing"])
+@pytest.mark.parametrize("name", ["trainer_state.pt", "model.safetensors", "metrics.json"])
+def test_resume_skips_a_damaged_newest_checkpoint_with_a_warning(
+    two_checkpoints: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, how: str
+) -> None:
+    shutil.copytree(two_checkpoints, tmp_path, dirs_exist_ok=True)
+    cfg = text_config(tmp_path, max_steps=4, save_every=2, keep_last=2)
+    damage(Path(cfg.out_dir) / "checkpoints" / "step-0000004" / name, how)
+    with caplog.at_level(logging.WARNING, logger="tabvlm"):
+        trainer = Trainer(cfg, resume=True)
+    assert trainer.step == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "step-0000004" in warnings[0] and name in warnings[0], warnings
+    # the run continues exactly from step 2: the same final weights as the undamaged run
+    result = trainer.fit()
+    expected = load_file(str(two_checkpoints / "run" / "final" / "model.safetensors"))
+    assert max_diff(load_file(str(result.final_dir / "model.safetensors")), expected) <= 1e-6
+
+
+def test_resume_checks_checkpoints_written_before_manifests_by_loading_them(
+    two_checkpoints: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.copytree(two_checkpoints, tmp_path, dirs_exist_ok=True)
+    cfg = text_config(tmp_path, max_steps=4, save_every=2, keep_last=2)
+    for path in checkpoints(cfg.out_dir):
+        (path / "manifest.json").unlink(missing_ok=True)  # as the trainer wrote them before manifests
+    assert Trainer(cfg, resume=True).step == 4
+    damage(Path(cfg.out_dir) / "checkpoints" / "step-0000004" / "trainer_state.pt", "truncated")
+    with caplog.at_level(logging.WARNING, logger="tabvlm"):
+        assert Trainer(cfg, resume=True).step == 2
+    assert any("step-0000004: trainer_state.pt does not load" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_with_every_checkpoint_damaged_is_a_one_line_error(
+    two_checkpoints: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    shutil.copytree(two_checkpoints, tmp_path, dirs_exist_ok=True)
+    cfg = text_config(tmp_path, max_steps=4, save_every=2, keep_last=2)
+    damage(Path(cfg.out_dir) / "checkpoints" / "step-0000004" / "trainer_state.pt", "truncated")
+    damage(Path(cfg.out_dir) / "checkpoints" / "step-0000002" / "model.safetensors", "missing")
+    assert cli_main(["train", str(tmp_path / "cfg.json"), "--resume", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tabvlm train: error: --resume: no intact checkpoint"), err
+    assert "step-0000004" in err[0] and "step-0000002" in err[0]
+
+
+# --------------------------------------------------------------------------------- kills during a save
+
+# What the save does to the disk, as audit events (sys.addaudithook): the kill points. Writes done
+# inside torch / safetensors / tokenizers (C++, Rust) raise no event; a kill during one leaves the
+# same state as a kill at the next event (a temporary folder without its manifest).
+WRITE_EVENTS = {"os.rename", "os.remove", "os.rmdir", "os.mkdir", "shutil.rmtree", "os.truncate"}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def save_killed_at(k: int, save: Callable[[], object]) -> bool:
+    """Run `save` in a forked child that SIGKILLs itself at its k-th write to the disk; whether it
+    was killed (False: the save has fewer than k writes and finished)."""
+    pid = os.fork()
+    if pid == 0:  # the child: no return, no pytest teardown
+        code = 0
+        try:
+            count = 0
+
+            def hook(event: str, args: tuple) -> None:
+                nonlocal count
+                if event in WRITE_EVENTS or (
+                    event == "open" and isinstance(args[2], int) and args[2] & WRITE_FLAGS
+                ):
+                    count += 1
+                    if count == k:
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+            sys.addaudithook(hook)
+            save()
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status):
+        assert os.WEXITSTATUS(status) == 0, "the save raised in the child (see its traceback above)"
+        return False
+    assert os.WTERMSIG(status) == signal.SIGKILL
+    return True
+
+
+def no_leftovers(out_dir: Path) -> list[str]:
+    names = [p.name for p in out_dir.iterdir()] + [p.name for p in (out_dir / "checkpoints").iterdir()]
+    return [n for n in names if n.startswith(".") or n.endswith(".old")]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked child")
+@pytest.mark.parametrize("what", ["new step", "same step", "final"])
+def test_a_kill_at_any_point_of_a_save_leaves_the_old_or_the_new_checkpoint(
+    tmp_path: Path, what: str
+) -> None:
+    """Kill the save at its 1st, 2nd, ... write to the disk; the next start (resume, or load of
+    final/) finds the old checkpoint or the new one, whole, and no leftovers."""
+    cfg = text_config(tmp_path, max_steps=8, save_every=100, keep_last=1)
+    out = Path(cfg.out_dir)
+    trainer = Trainer(cfg)
+    loader = trainer._loader()
+    for _ in range(2):
+        trainer.train_step([next(loader)])
+    old_step, old_w = trainer.step, weights(trainer.model)
+    trainer.save_checkpoint()
+    if what == "final":
+        trainer.save_final()
+    if what == "new step":
+        for _ in range(2):
+            trainer.train_step([next(loader)])
+    else:
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                p.add_(1.0)
+    new_step, new_w = trainer.step, weights(trainer.model)
+    save = trainer.save_final if what == "final" else trainer.save_checkpoint
+    pristine = tmp_path / "pristine"
+    shutil.copytree(out, pristine)
+    found = []  # "old" or "new", a kill point each
+    for k in range(1, 200):
+        shutil.rmtree(out)
+        shutil.copytree(pristine, out)
+        if not save_killed_at(k, save):
+            break
+        if what == "final":
+            Trainer(cfg)  # a start: leftovers are recovered
+            step = json.loads((out / "final" / "metrics.json").read_text())["step"]
+            got = weights(TabVLM.from_pretrained(out / "final"))
+        else:
+            resumed = Trainer(cfg, resume=True)
+            step, got = resumed.step, weights(resumed.model)
+            for path in checkpoints(out):  # every checkpoint left is whole
+                TabVLM.from_pretrained(path)
+                load_state(path)
+        if step == old_step and max_diff(got, old_w) == 0.0:
+            found.append("old")
+        elif step == new_step and max_diff(got, new_w) == 0.0:
+            found.append("new")
+        else:
+            raise AssertionError(f"killed at write {k}: neither the old checkpoint nor the new one")
+        assert no_leftovers(out) == [], f"killed at write {k}"
+    assert len(found) >= 5 and set(found) == {"old", "new"}, found  # both outcomes occur

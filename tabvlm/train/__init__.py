@@ -20,9 +20,12 @@ overridable with `train_vision` / `train_projector` / `train_lm`). Everything el
   g % world_size; only rank 0 logs, evaluates and writes.
 - Checkpoints: `out_dir/checkpoints/step-NNNNNNN/` with model.safetensors, config.json,
   tokenizer.json, train_config.yaml, metrics.json and trainer_state.pt (optimizer, scheduler,
-  RNG, step, samples consumed: loaded with `weights_only=True`). Written to a temporary folder
-  then renamed, so a crash never leaves half a checkpoint; the last `keep_last` are kept. A resume
-  restarts the data stream at the sample after the last one consumed: the run continues exactly.
+  RNG, step, samples consumed: loaded with `weights_only=True`). Written to a temporary folder,
+  sealed by a manifest.json (size and sha256 of each file), then renamed; a kill at any point
+  leaves the old checkpoint or the new one, and the next start puts right what it left
+  (`checkpoint.recover`). The last `keep_last` are kept. A resume takes the newest checkpoint
+  whose files match its manifest, with a warning for each damaged one it skips, and restarts
+  the data stream at the sample after the last one consumed: the run continues exactly.
 - Config values are checked on load (`TrainConfig.__post_init__`), the device and a probe
   file in out_dir when the Trainer starts: a bad value is a one-line ConfigError before any step.
 - A non-finite loss or gradient stops the run before the optimizer step (TrainingError), the

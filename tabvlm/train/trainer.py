@@ -38,8 +38,12 @@ from tabvlm.train.checkpoint import (
     STATE_NAME,
     TrainingError,
     checkpoints,
+    latest_intact,
     load_state,
+    recover,
+    remove_dir,
     replace_dir,
+    seal,
 )
 from tabvlm.train.config import TrainConfig, build_model_config
 from tabvlm.train.data import SampleSource, SynthText, TextFile, TrainStream, make_batch
@@ -209,12 +213,15 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
         self.out_dir = Path(cfg.out_dir)
 
-        self.resume_from = None
-        if resume:
-            found = checkpoints(self.out_dir)
-            if not found:
-                raise TrainingError(f"--resume: no checkpoint under {self.out_dir / 'checkpoints'}")
-            self.resume_from = found[-1]
+        if self.is_main:
+            try:
+                recover(self.out_dir)  # what a kill during a save left behind
+            except OSError as e:
+                raise TrainingError(
+                    f"could not recover the interrupted saves under {self.out_dir} ({e})"
+                ) from e
+        self._barrier()
+        self.resume_from = latest_intact(self.out_dir) if resume else None
         self.model, self.tokenizer = self._build_model()
         self._set_trainable()
         self.reading_head = self._build_reading_head()
@@ -407,6 +414,7 @@ class Trainer:
             save(self.cfg, tmp / "train_config.yaml")
             (tmp / METRICS_NAME).write_text(json.dumps({"step": self.step, **self.metrics}, indent=2))
             ckpt.write_state(state, tmp / STATE_NAME)
+            seal(tmp)
             replace_dir(tmp, final)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -414,7 +422,10 @@ class Trainer:
                 f"could not write checkpoint {final} ({e}); the previous checkpoints are intact"
             ) from e
         for old in checkpoints(self.out_dir)[: -self.cfg.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                remove_dir(old)
+            except OSError as e:
+                logger.warning("could not remove the old checkpoint %s (%s)", old, e)
         logger.info("saved %s", final)
         return final
 
@@ -423,10 +434,15 @@ class Trainer:
         final = self.out_dir / "final"
         tmp = self.out_dir / ".tmp-final"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp, self.tokenizer)
-        save(self.cfg, tmp / "train_config.yaml")
-        (tmp / METRICS_NAME).write_text(json.dumps({"step": self.step, **self.metrics}, indent=2))
-        replace_dir(tmp, final)
+        try:
+            self.model.save_pretrained(tmp, self.tokenizer)
+            save(self.cfg, tmp / "train_config.yaml")
+            (tmp / METRICS_NAME).write_text(json.dumps({"step": self.step, **self.metrics}, indent=2))
+            seal(tmp)
+            replace_dir(tmp, final)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise TrainingError(f"could not write the model folder {final} ({e})") from e
         return final
 
     # -- one step -------------------------------------------------------------------------------
