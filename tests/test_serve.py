@@ -344,8 +344,147 @@ def test_serve_command_binds_loopback_by_default(monkeypatch) -> None:  # noqa: 
 
     seen: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    assert serve.main(["--model", "configs/tiny.yaml", "--no-ui", "--max-batch-size", "4"]) == 0
+    assert (
+        serve.main(
+            ["--model", "configs/tiny.yaml", "--no-ui", "--max-batch-size", "4", "--body-timeout", "5"]
+        )
+        == 0
+    )
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 8001)
+    assert seen["app"].state.config.body_timeout_s == 5
     assert (
         seen["app"].state.config.batch.max_batch_size == 4 and seen["app"].state.config.model_name == "tiny"
     )
+
+
+# --- reliability: cut-short outputs, failures kept to their request, hostile bodies -------------
+
+
+def test_outputs_cut_short_say_so_on_both_routes(client: TestClient) -> None:
+    # a random tiny model never closes a table on its own: max_new_tokens=24 cuts every answer
+    r = client.post("/v1/recognize", files={"file": ("t.png", png_bytes(), "image/png")})
+    assert r.status_code == 200 and r.json()["finish_reason"] == "length"
+    r = client.post("/v1/chat/completions", json=chat_body(url=data_uri(png_bytes())))
+    assert r.json()["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_model_with_few_positions_answers_instead_of_crashing() -> None:
+    import torch
+
+    from tabvlm.model import TabVLM, load_model_config
+    from tabvlm.tokenizer import load_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = TabVLM(load_model_config("configs/tiny.yaml", ["lm.max_position_embeddings=64"]))
+    short = TableRecognizer(model, load_tokenizer(), max_new_tokens=2048)  # the CLI's default
+    with TestClient(create_app(short, ServeConfig(ui=False))) as c:
+        answers = [
+            c.post("/v1/recognize", files={"file": ("t.png", png_bytes(), "image/png")}) for _ in range(2)
+        ]
+        chat = c.post("/v1/chat/completions", json=chat_body(url=data_uri(png_bytes())))
+    assert [a.status_code for a in answers] == [200, 200] and chat.status_code == 200
+    assert all(
+        a.json()["finish_reason"] == "length" and a.json()["html"].startswith("<table>") for a in answers
+    )
+    assert chat.json()["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_finished_output_is_stop() -> None:
+    with TestClient(create_app(StubRecognizer(), ServeConfig(ui=False))) as c:
+        r = c.post("/v1/recognize", files={"file": ("t.png", png_bytes(), "image/png")})
+    assert r.status_code == 200 and r.json()["finish_reason"] == "stop"
+
+
+class FragileRecognizer(StubRecognizer):
+    """Fails every batch that holds an image 77 pixels wide."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []  # images in each call, failed ones included
+
+    def predict_many(self, images: list, batch_size: int, task: str = "html") -> list[Prediction]:
+        self.calls.append(len(images))
+        if any(im.size[0] == 77 for im in images):
+            raise RuntimeError("boom")
+        return super().predict_many(images, batch_size, task)
+
+
+def test_a_failing_request_takes_no_other_with_it() -> None:
+    stub = FragileRecognizer()
+    app = create_app(stub, ServeConfig(ui=False, batch=BatchConfig(max_batch_size=8, max_wait_ms=300)))
+
+    async def body(client: httpx.AsyncClient) -> list[httpx.Response]:
+        chat = client.post("/v1/chat/completions", json=chat_body(url=data_uri(png_bytes(77, 40))))
+        return await asyncio.gather(_post(client, 100), _post(client, 77), _post(client, 101), chat)
+
+    good, bad, other, chat = asyncio.run(_with_app(app, body))
+    assert (good.status_code, other.status_code) == (200, 200)
+    assert (good.json()["csv"], other.json()["csv"]) == ("100\n", "101\n")
+    assert bad.status_code == 500 and bad.json()["detail"] == "recognition failed (RuntimeError: boom)"
+    assert chat.status_code == 500 and "RuntimeError: boom" in chat.json()["error"]["message"]
+    assert max(stub.calls) > 1 and sum(stub.batch_sizes) == 2  # batched together, then retried alone
+
+
+def test_deeply_nested_json_is_a_clear_400_on_both_routes(client: TestClient) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for route in ("/v1/recognize", "/v1/chat/completions"):
+        r = client.post(route, content=deep, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (route, r.text)
+        assert "nested too deeply" in r.text
+    inner = b'{"image": ' + deep + b"}"
+    r = client.post("/v1/recognize", content=inner, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "nested too deeply" in r.json()["detail"]
+
+
+def test_base64_wrapped_at_76_columns_is_accepted(client: TestClient) -> None:
+    data = png_bytes(90, 90, "gray")
+    wrapped = base64.encodebytes(data).decode()  # what `base64 FILE` prints
+    assert "\n" in wrapped
+    plain = client.post("/v1/recognize", json={"image": base64.b64encode(data).decode()}).json()
+    assert client.post("/v1/recognize", json={"image": wrapped}).json()["html"] == plain["html"]
+    crlf = "data:image/png;base64," + wrapped.replace("\n", "\r\n")
+    assert client.post("/v1/recognize", json={"image": crlf}).json()["html"] == plain["html"]
+    for junk in (wrapped[:40] + "$" + wrapped[40:], wrapped[:40] + "\u00a0" + wrapped[40:]):
+        r = client.post("/v1/recognize", json={"image": junk})
+        assert r.status_code == 400 and "not valid base64" in r.json()["detail"]
+
+
+def test_a_stalled_request_body_is_cut_off() -> None:
+    """Headers and half a body, then nothing: the server answers 408 (or closes) in time."""
+    import socket
+
+    import uvicorn
+
+    app = create_app(StubRecognizer(), ServeConfig(ui=False, body_timeout_s=1.0))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        body = png_bytes()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            head = (
+                "POST /v1/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {2 * len(body)}\r\n\r\n"
+            )
+            t0 = time.monotonic()
+            conn.sendall(head.encode() + b'{"image": "' + base64.b64encode(body)[:100])
+            answer = conn.recv(65536)  # blocks until the server answers or closes
+            took = time.monotonic() - t0
+            while answer and b"}" not in answer:  # the JSON body may come in a second packet
+                more = conn.recv(65536)
+                answer += more
+                if not more:
+                    break
+        assert took < 5, f"no answer for {took:.1f} s"
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert answer == b"" or b"did not arrive within 1.0 s" in answer
+    finally:
+        server.should_exit = True
+        thread.join(10)

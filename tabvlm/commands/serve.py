@@ -2,12 +2,14 @@
 
 Run as: tabvlm serve [--model MODEL_DIR_OR_CONFIG_YAML] [--host 127.0.0.1] [--port 8001]
                      [--max-batch-size 8] [--max-wait-ms 10] [--max-queue 64] [--timeout 60]
-                     [--max-upload-mb 10] [--max-pixels 25000000] [--max-new-tokens 2048]
+                     [--body-timeout 60] [--max-upload-mb 10] [--max-pixels 25000000]
+                     [--max-new-tokens 2048]
                      [--device cpu] [--no-ui]
 
 Without --model the shipped default model is served. A config .yaml serves random weights (for
 trying the server out). Routes: POST /v1/recognize, POST /v1/chat/completions, GET /v1/models,
-GET /health, docs at /docs, web UI at /. The server binds 127.0.0.1 unless told otherwise.
+GET /health, docs at /docs, web UI at /. The server binds 127.0.0.1 unless told otherwise; the
+README's "Security" section lists its limits and how to put it behind a reverse proxy.
 """
 
 from __future__ import annotations
@@ -30,9 +32,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
     ap.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
     ap.add_argument("--timeout", type=float, default=60.0, help="per-request seconds before 504")
+    ap.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        help="seconds for a whole request body to arrive (else 408)",
+    )
     ap.add_argument("--max-upload-mb", type=float, default=10.0)
     ap.add_argument("--max-pixels", type=int, default=25_000_000)
-    ap.add_argument("--max-new-tokens", type=int, default=2048)
+    ap.add_argument(
+        "--max-new-tokens", type=int, default=2048, help="capped at what the model's positions hold"
+    )
     ap.add_argument("--device", default="cpu")
     add_dtype_option(ap)
     ap.add_argument("--no-ui", action="store_true", help="API only, no web UI at /")
@@ -50,6 +60,7 @@ def main(argv: list[str]) -> int:
         max_image_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
         request_timeout_s=args.timeout,
+        body_timeout_s=args.body_timeout,
         batch=BatchConfig(args.max_batch_size, args.max_wait_ms, args.max_queue),
         ui=not args.no_ui,
     )

@@ -7,6 +7,6 @@ request decoding with limits (`inputs`) and the Gradio web UI (`ui`).
 """
 
 from tabvlm.serve.api import ServeConfig, create_app
-from tabvlm.serve.batcher import BatchConfig, Batcher, QueueFullError
+from tabvlm.serve.batcher import BatchConfig, Batcher, QueueFullError, RecognitionError
 
-__all__ = ["BatchConfig", "Batcher", "QueueFullError", "ServeConfig", "create_app"]
+__all__ = ["BatchConfig", "Batcher", "QueueFullError", "RecognitionError", "ServeConfig", "create_app"]

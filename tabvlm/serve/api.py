@@ -4,10 +4,12 @@ Routes: `GET /health`, `GET /v1/models`, `POST /v1/recognize` (multipart field `
 `{"image": base64}`, optional `task`), `POST /v1/chat/completions` (OpenAI's schema, image as a
 `data:` URI), OpenAPI docs at `/docs`, and the Gradio web UI at `/` (`tabvlm.serve.ui`).
 
-Every request body is read into memory under a byte limit and decoded from memory
-(`tabvlm.serve.inputs`); the model runs in the batcher's worker thread (`tabvlm.serve.batcher`),
-so the event loop only awaits. Errors: 400 bad input, 413 too large, 503 queue full, 504 timeout;
-bodies are `{"detail": message}`, or OpenAI's `{"error": {...}}` on the chat route.
+Every request body is read into memory under a byte limit and a time limit, and decoded from
+memory (`tabvlm.serve.inputs`). The model runs in the batcher's worker thread
+(`tabvlm.serve.batcher`), so the event loop only awaits. Errors: 400 bad input, 408 body too
+slow, 413 too large, 500 a failed recognition (that request only), 503 queue full, 504 timeout;
+bodies are `{"detail": message}`, or OpenAI's `{"error": {...}}` on the chat route; never a bare
+500.
 """
 
 from __future__ import annotations
@@ -58,15 +60,17 @@ class ServeConfig:
     max_image_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 25_000_000  # far above any table scan (A4 at 300 dpi is 8.7M)
     request_timeout_s: float = 60.0  # queue wait + decoding; past it -> 504
+    body_timeout_s: float = 60.0  # the whole request body must arrive within it; past it -> 408
     batch: BatchConfig = field(default_factory=BatchConfig)
     ui: bool = True
     examples_dir: str | None = "examples"  # images for the UI's examples; empty -> a few synthetic ones
 
     def __post_init__(self) -> None:
-        if self.max_image_bytes < 1 or self.max_pixels < 1 or self.request_timeout_s <= 0:
+        limits = (self.max_image_bytes, self.max_pixels, self.request_timeout_s, self.body_timeout_s)
+        if min(limits) <= 0:
             raise ConfigError(
-                "serve: expected max_image_bytes, max_pixels and request_timeout_s > 0; found "
-                f"{self.max_image_bytes}, {self.max_pixels}, {self.request_timeout_s}"
+                "serve: expected max_image_bytes, max_pixels, request_timeout_s, body_timeout_s > 0; "
+                f"found {', '.join(map(str, limits))}"
             )
 
 
@@ -81,6 +85,7 @@ class RecognizeResponse(BaseModel):
     task: str
     seconds: float  # the request's time in the server: queue wait + decoding
     tokens: int
+    finish_reason: Literal["stop", "length"]  # "length": cut short (max_new_tokens, model positions)
     model: str
 
 
@@ -198,10 +203,22 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
         logger.error("request failed: %s", e)
         return _error(request, 500, str(e))
 
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request: Request, e: Exception) -> JSONResponse:
+        # the last resort: a JSON answer (Starlette then re-raises, so the traceback is logged)
+        return _error(request, 500, f"internal error ({type(e).__name__}); the server log has the details")
+
+    async def decode(data: bytes) -> Any:
+        return await run_in_threadpool(decode_image, data, cfg.max_image_bytes, cfg.max_pixels)
+
+    async def read(request: Request) -> bytes:
+        limit = body_limit(cfg.max_image_bytes)
+        stream = request.stream()
+        return await read_body(request.headers.get("content-length"), stream, limit, cfg.body_timeout_s)
+
     async def image_from_request(request: Request) -> tuple[Any, str]:
         """(PIL image, task) from a multipart or JSON body."""
-        limit = body_limit(cfg.max_image_bytes)
-        body = await read_body(request.headers.get("content-length"), request.stream(), limit)
+        body = await read(request)
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
             fields = parse_multipart(ctype, body)
@@ -219,8 +236,7 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
             )
         if task not in TASKS:
             raise InputError(400, f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-        image = await run_in_threadpool(decode_image, data, cfg.max_image_bytes, cfg.max_pixels)
-        return image, task
+        return await decode(data), task
 
     async def run(image: Any, task: str) -> Any:
         """The prediction, through the batcher, within the request timeout."""
@@ -259,6 +275,7 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
             task=task,
             seconds=round(time.perf_counter() - t0, 4),
             tokens=pred.tokens,
+            finish_reason=pred.finish_reason,
             model=cfg.model_name,
         )
 
@@ -269,22 +286,17 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
         openapi_extra=_CHAT_BODY,
     )
     async def chat(request: Request) -> ChatCompletion:
-        limit = body_limit(cfg.max_image_bytes)
-        body = await read_body(request.headers.get("content-length"), request.stream(), limit)
-        obj = _json_object(body)
+        obj = _json_object(await read(request))
         if obj.get("stream"):
             raise InputError(400, "stream=true is not supported; send stream=false")
         url, prompt = _chat_image_and_text(obj.get("messages"))
         task = _task_from_text(prompt)
-        image = await run_in_threadpool(
-            decode_image, decode_base64_image(url), cfg.max_image_bytes, cfg.max_pixels
-        )
-        pred = await run(image, task)
+        pred = await run(await decode(decode_base64_image(url)), task)
         if task not in prompt_tokens:
             text = image_prompt(recognizer.tokenizer, recognizer.model.image_tokens, task)
             prompt_tokens[task] = len(recognizer.tokenizer.encode(text))
         content = pred.html or pred.raw if task == "html" else pred.raw
-        finish = "length" if pred.tokens >= recognizer.max_new_tokens else "stop"
+        finish = pred.finish_reason
         return ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -324,6 +336,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
         obj = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(400, f"body is not valid JSON ({e})") from e
+    except RecursionError as e:  # Python's parser recurses once per [ or {
+        raise InputError(400, "body is JSON nested too deeply to parse") from e
     if not isinstance(obj, dict):
         raise InputError(400, f"expected a JSON object; found {type(obj).__name__}")
     return obj

@@ -4,7 +4,9 @@ The event loop only appends to a bounded queue (a lock held for microseconds) an
 future; one worker thread owns the model. It waits for a first request, then up to `max_wait_ms`
 for more (up to `max_batch_size`, same task), runs the batch, and hands each result back to the
 loop that asked with `call_soon_threadsafe`. A full queue refuses at once (`QueueFullError`) so
-that overload shows up as quick 503s instead of a queue that grows without limit.
+that overload shows up as quick 503s instead of a queue that grows without limit. When a batch
+fails, each of its requests is run again alone, so only the one that fails by itself hears of it
+(as a `RecognitionError` naming the cause).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 class QueueFullError(TabVLMError):
     """The request queue holds `max_queue` requests already (HTTP 503)."""
+
+
+class RecognitionError(TabVLMError):
+    """The model failed on this request's image (HTTP 500 for that request only)."""
 
 
 @dataclass
@@ -133,22 +139,41 @@ class Batcher:
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
-            if not batch:
-                continue
-            t0 = time.perf_counter()
-            try:
-                preds = self.recognizer.predict_many(
-                    [j.image for j in batch], batch_size=len(batch), task=batch[0].task
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_Job]) -> None:
+        """Predict a batch and resolve its jobs; when it fails, each job alone (a bad image fails
+        only its own request)."""
+        t0 = time.perf_counter()
+        try:
+            preds = self.recognizer.predict_many(
+                [j.image for j in batch], batch_size=len(batch), task=batch[0].task
+            )
+        except Exception as e:  # noqa: BLE001 (any failure: find the request it belongs to)
+            if len(batch) > 1:
+                logger.warning(
+                    "batch of %d failed (%s: %s); retrying each request alone",
+                    len(batch),
+                    type(e).__name__,
+                    e,
                 )
-            except Exception as e:  # noqa: BLE001 (every waiter must hear of the failure)
-                logger.exception("batch of %d failed", len(batch))
                 for job in batch:
-                    _resolve(job, error=e)
-                continue
-            self.batches_run += 1
-            logger.debug("batch of %d in %.3f s", len(batch), time.perf_counter() - t0)
-            for job, pred in zip(batch, preds, strict=True):
-                _resolve(job, result=pred)
+                    if not job.future.cancelled():
+                        self._run([job])
+                return
+            logger.exception("request failed")
+            error = (
+                e
+                if isinstance(e, TabVLMError)
+                else RecognitionError(f"recognition failed ({type(e).__name__}: {e})")
+            )
+            _resolve(batch[0], error=error)
+            return
+        self.batches_run += 1
+        logger.debug("batch of %d in %.3f s", len(batch), time.perf_counter() - t0)
+        for job, pred in zip(batch, preds, strict=True):
+            _resolve(job, result=pred)
 
 
 def _resolve(job: _Job, result: Any = None, error: BaseException | None = None) -> None:

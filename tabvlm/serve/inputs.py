@@ -4,11 +4,14 @@ Nothing here touches the file system but `read_image_file` (the web UI's uploads
 has already written to its upload folder): the body is read into bytes (counted as it arrives),
 multipart forms are split by python-multipart's streaming parser into byte strings (Starlette's
 own form parser would spool large files to a temporary file), and images decode from BytesIO.
-Each failure is an `InputError` carrying the HTTP status the API answers with.
+A body that stops arriving is cut off (408) after the body timeout, so a stalled client cannot
+hold a connection and its half body for ever. Each failure is an `InputError` carrying the HTTP
+status the API answers with.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import os
@@ -24,8 +27,10 @@ from tabvlm.image import load_image
 # Formats worth accepting for a table picture; a short list keeps PIL's rarer decoders out of reach.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the file
-# base64 inflates by 4/3; the JSON around it is small
-JSON_BODY_FACTOR = 4 / 3
+# base64 inflates by 4/3, and by 78/76 more when wrapped at 76 columns with CRLF (MIME, `base64`);
+# the JSON around it is small
+JSON_BODY_FACTOR = 4 / 3 * 78 / 76
+BASE64_WHITESPACE = str.maketrans("", "", " \t\r\n")  # what wrapped base64 holds besides its alphabet
 
 
 class InputError(DataError):
@@ -41,9 +46,12 @@ def body_limit(max_image_bytes: int) -> int:
     return int(max_image_bytes * JSON_BODY_FACTOR) + MULTIPART_SLACK
 
 
-async def read_body(content_length: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+async def read_body(
+    content_length: str | None, chunks: AsyncIterator[bytes], limit: int, timeout: float | None = None
+) -> bytes:
     """The whole body, refusing (413) as soon as Content-Length or the bytes counted so far pass
-    `limit` (a client may lie about, or leave out, Content-Length)."""
+    `limit` (a client may lie about, or leave out, Content-Length), and (408) when it has not all
+    arrived within `timeout` seconds (a stalled or trickling client)."""
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -52,10 +60,16 @@ async def read_body(content_length: str | None, chunks: AsyncIterator[bytes], li
         if declared > limit:
             raise InputError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
     buf = bytearray()
-    async for chunk in chunks:
-        buf += chunk
-        if len(buf) > limit:
-            raise InputError(413, f"request body is over the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in chunks:
+                buf += chunk
+                if len(buf) > limit:
+                    raise InputError(413, f"request body is over the limit of {limit} bytes")
+    except TimeoutError as e:
+        raise InputError(
+            408, f"the request body did not arrive within {timeout} s ({len(buf)} bytes came)"
+        ) from e
     return bytes(buf)
 
 
@@ -110,13 +124,15 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
 
 
 def decode_base64_image(text: str) -> bytes:
-    """Image bytes from plain base64 or a `data:image/...;base64,` URI."""
+    """Image bytes from plain base64 or a `data:image/...;base64,` URI. Line breaks and spaces
+    inside are ignored (`base64 FILE` wraps at 76 columns); any other character outside the
+    base64 alphabet is refused (400)."""
     if text.startswith("data:"):
         header, sep, text = text.partition(",")
         if not sep or ";base64" not in header:
             raise InputError(400, "expected a base64 data URI (data:image/png;base64,...)")
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(text.translate(BASE64_WHITESPACE), validate=True)
     except (binascii.Error, ValueError) as e:
         raise InputError(400, f"the image is not valid base64 ({e})") from e
 
