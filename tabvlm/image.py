@@ -117,7 +117,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode.startswith("I;16"):  # 16-bit grey: keep the top byte (a plain convert clips to white)
         return Image.fromarray((np.asarray(img) >> 8).astype(np.uint8)).convert("RGB")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")  # no copy of a large RGBA page
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")

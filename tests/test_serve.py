@@ -488,3 +488,36 @@ def test_a_stalled_request_body_is_cut_off() -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_images_are_shrunk_to_the_model_input_before_queueing(recognizer: TableRecognizer) -> None:
+    """The queue holds model-sized images, and the answer is the one the full image gives."""
+    import random
+
+    from PIL import ImageDraw
+
+    rng = random.Random(0)
+    big = Image.new("RGB", (2400, 1500), "white")
+    draw = ImageDraw.Draw(big)
+    for _ in range(200):
+        x, y = rng.randrange(2300), rng.randrange(1450)
+        draw.rectangle(
+            [x, y, x + rng.randint(10, 90), y + rng.randint(5, 40)], fill=(rng.randrange(120),) * 3
+        )
+    buf = io.BytesIO()
+    big.save(buf, "PNG")
+    seen: list[tuple[int, int]] = []
+    real = recognizer.predict_many
+
+    def spy(images, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.extend(im.size for im in images)
+        return real(images, *args, **kwargs)
+
+    recognizer.predict_many = spy  # type: ignore[method-assign]
+    try:
+        with TestClient(create_app(recognizer, ServeConfig(ui=False))) as c:
+            r = c.post("/v1/recognize", files={"file": ("big.png", buf.getvalue(), "image/png")})
+    finally:
+        del recognizer.predict_many
+    assert r.status_code == 200 and seen == [(128, 80)]  # 2400x1500 fit to the tiny model's 128 px
+    assert r.json()["text"] == recognizer.predict(big).raw  # the same pixels reach the model

@@ -5,7 +5,9 @@ Routes: `GET /health`, `GET /v1/models`, `POST /v1/recognize` (multipart field `
 `data:` URI), OpenAPI docs at `/docs`, and the Gradio web UI at `/` (`tabvlm.serve.ui`).
 
 Every request body is read into memory under a byte limit and a time limit, and decoded from
-memory (`tabvlm.serve.inputs`). The model runs in the batcher's worker thread
+memory (`tabvlm.serve.inputs`) by a few threads at a time; each image is shrunk to the model's
+input size right after decoding (`tabvlm.image.resize_to_fit`: the same pixels reach the model),
+so the queue holds small images. The model runs in the batcher's worker thread
 (`tabvlm.serve.batcher`), so the event loop only awaits. Errors: 400 bad input, 408 body too
 slow, 413 too large, 500 a failed recognition (that request only), 503 queue full, 504 timeout;
 bodies are `{"detail": message}`, or OpenAI's `{"error": {...}}` on the chat route; never a bare
@@ -33,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tabvlm.errors import ConfigError, TabVLMError
 from tabvlm.generate import image_prompt
+from tabvlm.image import resize_to_fit
 from tabvlm.serve.batcher import BatchConfig, Batcher, QueueFullError
 from tabvlm.serve.inputs import (
     InputError,
@@ -61,16 +64,17 @@ class ServeConfig:
     max_pixels: int = 25_000_000  # far above any table scan (A4 at 300 dpi is 8.7M)
     request_timeout_s: float = 60.0  # queue wait + decoding; past it -> 504
     body_timeout_s: float = 60.0  # the whole request body must arrive within it; past it -> 408
+    decode_workers: int = 2  # images decoded at once (a full-size decode can take ~0.5 GB)
     batch: BatchConfig = field(default_factory=BatchConfig)
     ui: bool = True
     examples_dir: str | None = "examples"  # images for the UI's examples; empty -> a few synthetic ones
 
     def __post_init__(self) -> None:
         limits = (self.max_image_bytes, self.max_pixels, self.request_timeout_s, self.body_timeout_s)
-        if min(limits) <= 0:
+        if min(limits) <= 0 or self.decode_workers < 1:
             raise ConfigError(
-                "serve: expected max_image_bytes, max_pixels, request_timeout_s, body_timeout_s > 0; "
-                f"found {', '.join(map(str, limits))}"
+                "serve: expected max_image_bytes, max_pixels, request_timeout_s, body_timeout_s > 0 "
+                f"and decode_workers >= 1; found {', '.join(map(str, limits))}, {self.decode_workers}"
             )
 
 
@@ -172,11 +176,15 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
     starts and stops with the app's lifespan (uvicorn, or `with TestClient(app)`)."""
     cfg = config or ServeConfig()
     batcher = Batcher(recognizer, cfg.batch)
+    # the model's input size: images are shrunk to it after decoding (None: a stand-in without one)
+    fit_size: int | None = getattr(recognizer, "image_size", None)
+    decode_slots: list[asyncio.Semaphore] = []  # made in the serving loop, at startup
     prompt_tokens: dict[str, int] = {}  # per task, for the chat route's usage
     ui_dirs: list[Path] = []  # the UI's temporary folder, removed at shutdown
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        decode_slots[:] = [asyncio.Semaphore(cfg.decode_workers)]
         batcher.start()
         try:
             yield
@@ -208,8 +216,14 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
         # the last resort: a JSON answer (Starlette then re-raises, so the traceback is logged)
         return _error(request, 500, f"internal error ({type(e).__name__}); the server log has the details")
 
+    def load(data: bytes) -> Any:
+        """Decode, then shrink to the model's input: the full-size image lives only here."""
+        image = decode_image(data, cfg.max_image_bytes, cfg.max_pixels)
+        return image if fit_size is None else resize_to_fit(image, fit_size)
+
     async def decode(data: bytes) -> Any:
-        return await run_in_threadpool(decode_image, data, cfg.max_image_bytes, cfg.max_pixels)
+        async with decode_slots[0]:  # a few full-size decodes at a time bound the peak memory
+            return await run_in_threadpool(load, data)
 
     async def read(request: Request) -> bytes:
         limit = body_limit(cfg.max_image_bytes)
@@ -313,6 +327,8 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
         from tabvlm.serve.ui import mount_ui
 
         async def ui_predict(image: Any, task: str) -> Any:
+            if fit_size is not None:
+                image = await run_in_threadpool(resize_to_fit, image, fit_size)
             return await asyncio.wait_for(batcher.submit(image, task), cfg.request_timeout_s)
 
         # last: its mount at "/" would shadow any route added after it
