@@ -255,23 +255,42 @@ def infer_categories(html: str, fields: Mapping[str, Any] | None = None) -> tupl
     return str(lang), span, blank
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each non-blank line; a line that is not a JSON object -> DataError."""
+def _read_jsonl(path: Path, errors: list[DataError] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line. A line that is not UTF-8, not JSON (or
+    nested too deeply to parse) or not an object is a DataError naming file:line: raised, or,
+    with an `errors` list, appended to it and the line skipped."""
     try:
-        f = path.open(encoding="utf-8")
+        f = path.open("rb")  # bytes: a bad byte is one line's problem, not the file's
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror}", file=str(path)) from e
     with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+        for n, raw in enumerate(f, 1):
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"bad JSON ({e.msg} at column {e.colno})", file=str(path), line=n) from e
-            if not isinstance(rec, dict):
-                raise DataError(f"expected a JSON object, found {type(rec).__name__}", file=str(path), line=n)
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"bad JSON ({e.msg} at column {e.colno})", str(path), n) from e
+                except RecursionError as e:  # Python's parser recurses once per [ or {
+                    raise DataError("JSON nested too deeply to parse", str(path), n) from e
+                if not isinstance(rec, dict):
+                    raise DataError(f"expected a JSON object, found {type(rec).__name__}", str(path), n)
+            except UnicodeDecodeError as e:
+                _problem(DataError(f"not UTF-8 text (byte {e.start + 1} of the line)", str(path), n), errors)
+                continue
+            except DataError as e:
+                _problem(e, errors)
+                continue
             yield n, rec
+
+
+def _problem(error: DataError, errors: list[DataError] | None) -> None:
+    """Raise `error`, or collect it when the caller gave a list."""
+    if errors is None:
+        raise error
+    errors.append(error)
 
 
 def _last_assistant_turn(rec: dict[str, Any]) -> str | None:
@@ -282,65 +301,78 @@ def _last_assistant_turn(rec: dict[str, Any]) -> str | None:
     return answers[-1] if answers and isinstance(answers[-1], str) else None
 
 
-def load_gt(path: str | Path) -> list[GTItem]:
+def load_gt(path: str | Path, errors: list[DataError] | None = None) -> list[GTItem]:
     """Read a GT jsonl: `{"id", "html", ...}` lines (lang/span/blank optional) or canonical records
     (`{"image", "conversations", "meta"}`: id = meta.id or the image's file stem, HTML = the last
-    assistant turn, categories from meta). Bad lines and duplicate ids -> DataError naming file:line.
+    assistant turn, categories from meta). Bad lines and duplicate ids -> DataError naming
+    file:line, raised, or with an `errors` list collected there (the line is skipped).
     """
     path = Path(path)
     items: list[GTItem] = []
     seen: set[str] = set()
-    for n, rec in _read_jsonl(path):
-        meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
-        image = rec.get("image")
-        if image is not None and not isinstance(image, str):
-            raise DataError(f"'image' must be a path string, found {type(image).__name__}", str(path), n)
-        if "html" in rec:
-            html, key = rec["html"], rec.get("id")
-        elif "conversations" in rec:
-            html = _last_assistant_turn(rec)
-            if html is None:
-                raise DataError("canonical record has no assistant turn with string content", str(path), n)
-            key = meta.get("id") or (Path(image).stem if image else None)
-        else:
-            raise DataError(
-                'expected {"id": ..., "html": ...} or a canonical record {"image", "conversations", '
-                f'"meta"}}; found keys {sorted(rec)}',
-                str(path),
-                n,
-            )
-        if key is None or key == "":
-            raise DataError("record has no id (nor meta.id, nor an image to name it after)", str(path), n)
-        if html is not None and not isinstance(html, str):
-            raise DataError(f"'html' must be a string, found {type(html).__name__}", str(path), n)
-        key = str(key)
-        if key in seen:
-            raise DataError(f"duplicate id {key!r}", str(path), n)
-        seen.add(key)
-        fields = {k: v for src in (meta, rec) for k, v in src.items() if k in ("lang", "span", "blank")}
-        lang, span, blank = infer_categories(html or "", fields)
-        items.append(
-            GTItem(key, html or "", lang, span, blank, image=path.parent / image if image else None, line=n)
-        )
+    for n, rec in _read_jsonl(path, errors):
+        try:
+            items.append(_gt_item(path, n, rec, seen))
+        except DataError as e:
+            _problem(e, errors)
     return items
 
 
-def load_predictions(path: str | Path) -> dict[str, str]:
+def _gt_item(path: Path, n: int, rec: dict[str, Any], seen: set[str]) -> GTItem:
+    """One GT line as a GTItem (its id added to `seen`); DataError naming file:line."""
+    meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
+    image = rec.get("image")
+    if image is not None and not isinstance(image, str):
+        raise DataError(f"'image' must be a path string, found {type(image).__name__}", str(path), n)
+    if "html" in rec:
+        html, key = rec["html"], rec.get("id")
+    elif "conversations" in rec:
+        html = _last_assistant_turn(rec)
+        if html is None:
+            raise DataError("canonical record has no assistant turn with string content", str(path), n)
+        key = meta.get("id") or (Path(image).stem if image else None)
+    else:
+        raise DataError(
+            'expected {"id": ..., "html": ...} or a canonical record {"image", "conversations", '
+            f'"meta"}}; found keys {sorted(rec)}',
+            str(path),
+            n,
+        )
+    if key is None or key == "":
+        raise DataError("record has no id (nor meta.id, nor an image to name it after)", str(path), n)
+    if html is not None and not isinstance(html, str):
+        raise DataError(f"'html' must be a string, found {type(html).__name__}", str(path), n)
+    key = str(key)
+    if key in seen:
+        raise DataError(f"duplicate id {key!r}", str(path), n)
+    seen.add(key)
+    fields = {k: v for src in (meta, rec) for k, v in src.items() if k in ("lang", "span", "blank")}
+    lang, span, blank = infer_categories(html or "", fields)
+    return GTItem(key, html or "", lang, span, blank, image=path.parent / image if image else None, line=n)
+
+
+def load_predictions(path: str | Path, errors: list[DataError] | None = None) -> dict[str, str]:
     """Read prediction lines `{"id", "html"}` (extra fields ignored) into id -> HTML.
 
-    A null or missing html is an empty prediction; bad lines and duplicate ids -> DataError.
+    A null or missing html is an empty prediction; bad lines and duplicate ids -> DataError,
+    raised, or with an `errors` list collected there (the line is skipped).
     """
     path = Path(path)
     preds: dict[str, str] = {}
-    for n, rec in _read_jsonl(path):
+    for n, rec in _read_jsonl(path, errors):
         if "id" not in rec:
-            raise DataError(f'expected {{"id": ..., "html": ...}}; found keys {sorted(rec)}', str(path), n)
+            _problem(
+                DataError(f'expected {{"id": ..., "html": ...}}; found keys {sorted(rec)}', str(path), n),
+                errors,
+            )
+            continue
         key, html = str(rec["id"]), rec.get("html")
         if html is not None and not isinstance(html, str):
-            raise DataError(f"'html' must be a string, found {type(html).__name__}", str(path), n)
-        if key in preds:
-            raise DataError(f"duplicate id {key!r}", str(path), n)
-        preds[key] = html or ""
+            _problem(DataError(f"'html' must be a string, found {type(html).__name__}", str(path), n), errors)
+        elif key in preds:
+            _problem(DataError(f"duplicate id {key!r}", str(path), n), errors)
+        else:
+            preds[key] = html or ""
     return preds
 
 

@@ -403,6 +403,30 @@ def test_cli_bad_line_is_reported_with_file_and_line(tmp_path: Path, capsys: pyt
     assert f"{pred}:2: bad JSON" in capsys.readouterr().err
 
 
+def test_cli_reports_deep_and_non_utf8_lines_and_scores_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    table = "<table><tr><td>x</td></tr></table>"
+    gt_path = _write(tmp_path / "gt.jsonl", [{"id": "a", "html": table}, {"id": "b", "html": table}])
+    with gt_path.open("a", encoding="utf-8") as f:
+        f.write("[" * 100_000 + "]" * 100_000 + "\n")  # line 3: deeper than Python's parser goes
+    pred = tmp_path / "pred.jsonl"
+    pred.write_bytes(
+        json.dumps({"id": "a", "html": table}).encode() + b"\n"
+        + b'{"id": "c", "html": "caf\xe9"}\n'  # line 2: Latin-1, not UTF-8
+        + json.dumps({"id": "b", "html": table}).encode() + b"\n"
+    )  # fmt: skip
+    scores = tmp_path / "scores.json"
+    assert cli.main(["eval", "--data", str(gt_path), "--pred", str(pred), "--json", str(scores)]) == 1
+    captured = capsys.readouterr()
+    assert f"{gt_path}:3: JSON nested too deeply to parse" in captured.err
+    assert f"{pred}:2: not UTF-8 text (byte 25 of the line)" in captured.err
+    assert "Traceback" not in captured.err and "all (n=2)" in captured.out
+    assert json.loads(scores.read_text())["systems"]["pred"]["all"]["ed"] == 0.0
+    with pytest.raises(DataError, match=re.escape(f"{pred}:2: not UTF-8")):
+        load_predictions(pred)
+
+
 def test_cli_model_predicts_gt_images(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

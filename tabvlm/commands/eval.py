@@ -6,13 +6,16 @@ Run as: tabvlm eval --data GT.jsonl (--model DIR | --pred PRED.jsonl | --pred NA
 Every `--pred` (and `--model`) is one row of the printed tables, so systems sit side by side; a
 plain `--pred FILE` is named after the file's stem. GT lines are `{"id", "html", ...}` or canonical
 records from `tabvlm synth`; prediction lines are `{"id", "html"}`. A GT id without a prediction
-scores as an empty table.
+scores as an empty table. A bad line (not UTF-8, not JSON or nested too deeply, a wrong schema, a
+duplicate id) is reported on stderr as `file:line: what` and skipped; the others are scored and
+the report printed, and the exit code is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from tabvlm.errors import DataError
@@ -79,7 +82,8 @@ def main(argv: list[str]) -> int:
     if args.save_pred and not args.model:
         ap.error("--save-pred needs --model")
 
-    items = load_gt(args.data)
+    errors: list[DataError] = []  # bad lines of every file, reported and skipped
+    items = load_gt(args.data, errors)
     systems: dict[str, dict[str, str]] = {}
     if args.model:
         preds = _predict_with_model(args.model, items, args.data, args.batch_size)
@@ -92,7 +96,9 @@ def main(argv: list[str]) -> int:
     for name, file in args.pred:
         if name in systems:
             ap.error(f"two systems named {name!r}; name them with --pred NAME=FILE")
-        systems[name] = load_predictions(file)
+        systems[name] = load_predictions(file, errors)
+    for e in errors:
+        print(f"tabvlm eval: skipped {e}", file=sys.stderr)
 
     reports: dict[str, Report] = {
         name: evaluate(items, preds, jobs=args.jobs, pubtabnet=args.pubtabnet)
@@ -112,4 +118,9 @@ def main(argv: list[str]) -> int:
         args.json.write_text(
             json.dumps(reports_to_dict(reports), ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
         )
-    return 0
+    if errors:
+        print(
+            f"tabvlm eval: {len(errors)} bad lines skipped (listed above); the scores cover the rest",
+            file=sys.stderr,
+        )
+    return 1 if errors else 0

@@ -99,6 +99,8 @@ def iter_json_items(path: str | Path) -> Iterator[tuple[int, Any]]:
             yield n, json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
             yield n, DataError(f"not UTF-8 text (byte {e.start + 1} of the line)", str(path), n)
+        except RecursionError:  # Python's parser recurses once per [ or {
+            yield n, DataError("JSON nested too deeply to parse", str(path), n)
         except json.JSONDecodeError as e:
             if n == last:  # no newline after it
                 yield (
@@ -142,6 +144,12 @@ def _iter_array(data: bytes, file: str) -> Iterator[tuple[int, Any]]:
         start = line_at(pos)
         try:
             item, pos = decoder.raw_decode(text, pos)
+        except RecursionError:
+            yield (
+                start,
+                DataError("JSON nested too deeply to parse; the rest of the file is not read", file, start),
+            )
+            return
         except json.JSONDecodeError as e:
             # After a broken item the rest of the array cannot be resynchronised.
             yield (
@@ -276,14 +284,14 @@ def read_records(
     path = Path(path)
     base = path.parent
     for line, item in iter_json_items(path):
-        problems = (
-            [item]
-            if isinstance(item, DataError)
-            else [
-                DataError(p, str(path), line)
-                for p in validate_record(item, base, images=images, max_pixels=max_pixels)
-            ]
-        )
+        if isinstance(item, DataError):
+            problems = [item]
+        else:
+            try:
+                found = validate_record(item, base, images=images, max_pixels=max_pixels)
+            except RecursionError:  # parsed, but too deep to print in a message
+                found = ["JSON nested too deeply to check"]
+            problems = [DataError(p, str(path), line) for p in found]
         if problems:
             if errors is None:
                 raise problems[0]

@@ -376,6 +376,21 @@ def test_check_reports_every_problem_with_file_and_line(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == f"{f}: 10 records, 5 problems"
 
 
+def test_check_reports_a_deeply_nested_line_and_goes_on(tmp_path, capsys):
+    png(tmp_path / "a.png")
+    deep = '{"image": "a.png", "conversations": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    f = write_lines(tmp_path / "gt.jsonl", [json.dumps(rec()), deep, json.dumps(rec())])
+    assert main(["check", str(f)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{f}:2: JSON nested too deeply to parse",
+        f"{f}: 3 records, 1 problems",
+    ]
+    array = tmp_path / "llava.json"
+    array.write_text("[\n" + json.dumps(rec()) + ",\n" + "[" * 100_000 + "]" * 100_000 + "\n]\n")
+    assert main(["check", str(array)]) == 1
+    assert f"{array}:3: JSON nested too deeply to parse" in capsys.readouterr().out
+
+
 def test_check_unreadable_file(tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     assert main(["check", str(missing)]) == 1
