@@ -223,12 +223,36 @@ class TabVLM(nn.Module):
                 )
         # The saved weights already hold any pretrained backbones: no need to read their folders.
         model = cls(load_model_config(directory / CONFIG_NAME), load_pretrained=False)
-        state = load_file(str(directory / WEIGHTS_NAME), device="cpu")
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        allowed_missing = {"lm_head.weight"} if model.config.lm.tie_embeddings else set()
-        if set(missing) - allowed_missing or unexpected:
+        weights = directory / WEIGHTS_NAME
+        try:
+            state = load_file(str(weights), device="cpu")
+        except Exception as e:  # safetensors raises its own SafetensorError, or OSError
             raise TabVLMError(
-                f"{directory / WEIGHTS_NAME}: weights do not match {CONFIG_NAME}; "
-                f"missing {sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}"
-            )
+                f"{weights}: not a readable safetensors file ({e}); truncated or overwritten?"
+            ) from e
+        problem = _state_mismatch(model, state)
+        if problem:
+            raise TabVLMError(f"{weights}: weights do not match {directory / CONFIG_NAME}: {problem}")
+        model.load_state_dict(state, strict=False)
         return model.to(device=device, dtype=dtype).eval()
+
+
+def _state_mismatch(model: TabVLM, state: dict[str, torch.Tensor]) -> str:
+    """What differs between a weights file and the model its config builds, in one line ("" when
+    they match): the first tensor of another shape, then counts of missing and unexpected ones."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if model.config.lm.tie_embeddings:
+        expected.pop("lm_head.weight")  # stored once, as the embeddings
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    shaped = [k for k in expected if k in found and found[k] != expected[k]]
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    parts = []
+    if shaped:
+        k = shaped[0]
+        more = f" (and {len(shaped) - 1} more tensors of other shapes)" if len(shaped) > 1 else ""
+        parts.append(f"{k} is {list(found[k])} in the file, {list(expected[k])} by the config{more}")
+    for what, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+    return "; ".join(parts)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tabvlm.errors import TabVLMError
 from tabvlm.model import ImageTokenMismatchError, TabVLM, load_model_config
@@ -159,6 +159,48 @@ def test_save_writes_the_tokenizer_and_missing_files_are_named(model, tmp_path):
         TabVLM.from_pretrained(tmp_path / "m")
     with pytest.raises(TabVLMError, match="no such model folder"):
         TabVLM.from_pretrained(tmp_path / "nothing")
+
+
+def test_corrupt_or_mismatched_weights_are_one_line_errors(model, tmp_path, capsys):
+    from PIL import Image
+
+    from tabvlm import cli
+    from tabvlm.tokenizer import load_tokenizer
+
+    model.save_pretrained(tmp_path / "m", tokenizer=load_tokenizer())
+    weights = tmp_path / "m" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # an interrupted copy
+    with pytest.raises(TabVLMError, match="not a readable safetensors file") as e:
+        TabVLM.from_pretrained(tmp_path / "m")
+    assert str(e.value).startswith(f"{weights}: ") and "\n" not in str(e.value)
+    Image.new("RGB", (40, 20), "white").save(tmp_path / "t.png")
+    assert cli.main(["predict", "--model", str(tmp_path / "m"), str(tmp_path / "t.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tabvlm predict: error: {weights}: not a readable") and err.count("\n") == 1
+
+    # weights of a narrower LM beside the tiny config.json
+    torch.manual_seed(0)
+    narrow = TabVLM(load_model_config(TINY, ["lm.hidden_size=64", "lm.num_heads=2", "lm.num_kv_heads=1"]))
+    narrow.save_pretrained(tmp_path / "n")
+    (tmp_path / "n" / "config.json").write_text((tmp_path / "m" / "config.json").read_text())
+    with pytest.raises(TabVLMError) as e:
+        TabVLM.from_pretrained(tmp_path / "n")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"{tmp_path / 'n' / 'model.safetensors'}: weights do not match {tmp_path / 'n' / 'config.json'}: "
+        "connector.linear_1.weight is [128, 256] in the file, [256, 256] by the config (and "
+    )
+    # a tensor missing, another one extra
+    model.save_pretrained(tmp_path / "k")
+    state = load_file(str(tmp_path / "k" / "model.safetensors"))
+    state["extra.weight"] = state.pop("language_model.norm.weight")
+    save_file(state, str(tmp_path / "k" / "model.safetensors"))
+    with pytest.raises(
+        TabVLMError, match=r"1 missing \(language_model.norm.weight\); 1 unexpected \(extra.weight\)$"
+    ):
+        TabVLM.from_pretrained(tmp_path / "k")
 
 
 def test_pixel_offset_equals_a_folded_patch_bias():
