@@ -426,6 +426,18 @@ def test_a_failing_request_takes_no_other_with_it() -> None:
     assert max(stub.calls) > 1 and sum(stub.batch_sizes) == 2  # batched together, then retried alone
 
 
+def test_an_unexpected_error_is_a_json_500_not_a_bare_one() -> None:
+    class Broken(StubRecognizer):
+        def predict_many(self, images: list, batch_size: int, task: str = "html") -> list:
+            return [object() for _ in images]  # not a Prediction: the route itself fails
+
+    with TestClient(create_app(Broken(), ServeConfig(ui=False)), raise_server_exceptions=False) as c:
+        r = c.post("/v1/recognize", files={"file": ("t.png", png_bytes(), "image/png")})
+        chat = c.post("/v1/chat/completions", json=chat_body(url=data_uri(png_bytes())))
+    assert r.status_code == 500 and r.json()["detail"].startswith("internal error (AttributeError)")
+    assert chat.status_code == 500 and chat.json()["error"]["type"] == "server_error"
+
+
 def test_deeply_nested_json_is_a_clear_400_on_both_routes(client: TestClient) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     for route in ("/v1/recognize", "/v1/chat/completions"):
