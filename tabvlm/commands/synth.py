@@ -1,11 +1,19 @@
 """Generate synthetic table images and their ground-truth HTML.
 
 Run as: tabvlm synth --n 1000 --seed 1234 --out data/synth-test [--preview sheet.png] [--workers 4]
+                     [--renderer pil|browser] [--shard-size K]
                      [--config run.yaml] [synth.zh_rate=0.3 render.styles=[grid,booktabs] ...]
 
 Writes OUT/images/NNNNNN.png, OUT/gt.jsonl (one canonical record a line, in index order) and
 OUT/synth.yaml (the settings used). Sample i depends on (seed, i) only, so any number of workers
 writes the same files. The standard test set is `--n 1000 --seed 1234 --out data/synth-test`.
+
+`--renderer browser` draws with headless Chromium in the style families of
+`tabvlm.data.families` (`browser.families` weights them); `--shard-size K` writes OUT/shard-NNNNNN.tar
+(webdataset layout, K samples each, `tabvlm.data.shards`) instead of images and gt.jsonl, each
+written under a .tmp name and renamed when whole; a rerun into the same OUT keeps the whole shards
+and writes only the missing ones (it refuses when OUT/shards.json names other settings).
+Training streams shards with `data.shards=[OUT/shard-*.tar] data.shard_ratio=0.3`.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from tabvlm import config as config_io
-from tabvlm.data.fonts import discover_fonts
+from tabvlm.data.browser import BrowserConfig, BrowserRenderer, check_chromium, make_browser_sample
+from tabvlm.data.fonts import FontSet, discover_fonts
 from tabvlm.data.render import RenderConfig, make_sample
+from tabvlm.data.shards import shard_path, write_shard
 from tabvlm.data.synth import SynthConfig, has_cjk
 from tabvlm.errors import ConfigError
 from tabvlm.tables.html import to_html
@@ -38,15 +48,40 @@ class SynthRunConfig:
 
     synth: SynthConfig = field(default_factory=SynthConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    browser: BrowserConfig = field(default_factory=BrowserConfig)  # --renderer browser only
 
 
-def _write_samples(job: tuple[int, list[int], SynthRunConfig, str]) -> list[dict[str, Any]]:
+class _Maker:
+    """Sample i of a run with either renderer (one browser for the whole worker job)."""
+
+    def __init__(self, cfg: SynthRunConfig, renderer: str):
+        self.cfg = cfg
+        need_cjk = cfg.synth.zh_rate > 0
+        self.fonts: FontSet = discover_fonts(
+            cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=need_cjk
+        )
+        self.browser = BrowserRenderer(cfg.browser, self.fonts, need_cjk) if renderer == "browser" else None
+
+    def __call__(self, seed: int, i: int):
+        if self.browser is not None:
+            return make_browser_sample(seed, i, self.cfg.synth, self.browser)
+        return make_sample(seed, i, self.cfg.synth, self.cfg.render, self.fonts)
+
+    def close(self) -> None:
+        if self.browser is not None:
+            self.browser.close()
+
+
+def _write_samples(job: tuple[int, list[int], SynthRunConfig, str, str]) -> list[dict[str, Any]]:
     """Worker: make, save and describe the samples `indices`; returns their records in order."""
-    seed, indices, cfg, out = job
-    fonts = discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.synth.zh_rate > 0)
+    seed, indices, cfg, out, renderer = job
+    maker = _Maker(cfg, renderer)
     records = []
-    for i in indices:
-        table, rendered = make_sample(seed, i, cfg.synth, cfg.render, fonts)
+    try:
+        samples = [(i, *maker(seed, i)) for i in indices]
+    finally:
+        maker.close()
+    for i, table, rendered in samples:
         name = f"{i:06d}"
         rendered.image.save(Path(out) / "images" / f"{name}.png", compress_level=3)
         html = to_html(table)
@@ -71,6 +106,68 @@ def _write_samples(job: tuple[int, list[int], SynthRunConfig, str]) -> list[dict
     return records
 
 
+def _check_start(cfg: SynthRunConfig, renderer: str) -> None:
+    """Fail early (fonts or browser missing) in the parent rather than in every worker."""
+    discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.synth.zh_rate > 0)
+    if renderer == "browser":
+        check_chromium(cfg.browser.chromium)
+
+
+def _write_shard(job: tuple[int, int, list[int], SynthRunConfig, str, str]) -> int:
+    """Worker: render samples `indices` into shard `number` (atomically); returns the count."""
+    seed, number, indices, cfg, out, renderer = job
+    maker = _Maker(cfg, renderer)
+    try:
+        return write_shard(shard_path(Path(out), number), ((*maker(seed, i), seed, i) for i in indices))
+    finally:
+        maker.close()
+
+
+def run_shards(
+    n: int,
+    seed: int,
+    out: Path,
+    cfg: SynthRunConfig,
+    shard_size: int,
+    renderer: str = "browser",
+    workers: int = 1,
+) -> tuple[int, int]:
+    """Write samples 0..n-1 into shards of `shard_size` in `out`, skipping shards already whole;
+    returns (shards written now, shards there in all)."""
+    if n < 1 or shard_size < 1:
+        raise ConfigError(f"--n and --shard-size: expected >= 1, found {n} and {shard_size}")
+    _check_start(cfg, renderer)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "seed": seed,
+        "renderer": renderer,
+        "shard_size": shard_size,
+        "config": config_io.to_dict(cfg),
+    }
+    mpath = out / "shards.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text(encoding="utf-8"))
+        if {k: v for k, v in old.items() if k != "n"} != json.loads(json.dumps(manifest)):
+            raise ConfigError(f"{out} holds shards of other settings ({mpath}); choose another --out")
+    manifest["n"] = max(n, json.loads(mpath.read_text(encoding="utf-8")).get("n", 0) if mpath.exists() else 0)
+    tmp = out / "shards.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(mpath)
+    numbers = range(-(-n // shard_size))
+    jobs = [
+        (seed, k, list(range(k * shard_size, min(n, (k + 1) * shard_size))), cfg, str(out), renderer)
+        for k in numbers
+        if not shard_path(out, k).exists()
+    ]
+    if workers <= 1:
+        for job in jobs:
+            _write_shard(job)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(_write_shard, jobs))
+    return len(jobs), len(numbers)
+
+
 def contact_sheet(paths: list[Path], tile: int = 360, cols: int = 4) -> Image.Image:
     """Thumbnails of `paths` (aspect kept) on a grid of `tile`-px squares, names underneath."""
     rows = max(1, -(-len(paths) // cols))
@@ -86,16 +183,17 @@ def contact_sheet(paths: list[Path], tile: int = 360, cols: int = 4) -> Image.Im
     return sheet
 
 
-def run(n: int, seed: int, out: Path, cfg: SynthRunConfig, workers: int = 1) -> list[dict[str, Any]]:
+def run(
+    n: int, seed: int, out: Path, cfg: SynthRunConfig, workers: int = 1, renderer: str = "pil"
+) -> list[dict[str, Any]]:
     """Write `n` samples, gt.jsonl and synth.yaml into `out`; returns the records."""
     if n < 1:
         raise ConfigError(f"--n: expected >= 1, found {n}")
-    # Fail early (fonts missing) in the parent rather than in every worker.
-    discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.synth.zh_rate > 0)
+    _check_start(cfg, renderer)
     (out / "images").mkdir(parents=True, exist_ok=True)
     config_io.save(cfg, out / "synth.yaml")
     chunk = max(1, min(64, n // (4 * max(1, workers)) or 1))
-    jobs = [(seed, list(range(s, min(n, s + chunk))), cfg, str(out)) for s in range(0, n, chunk)]
+    jobs = [(seed, list(range(s, min(n, s + chunk))), cfg, str(out), renderer) for s in range(0, n, chunk)]
     if workers <= 1:
         parts = [_write_samples(job) for job in jobs]
     else:
@@ -117,13 +215,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--preview", type=Path, help="also write a contact sheet of the first 16 images")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    parser.add_argument("--config", type=Path, help="YAML with synth: and render: sections")
+    parser.add_argument("--config", type=Path, help="YAML with synth:, render: and browser: sections")
+    parser.add_argument(
+        "--renderer", choices=["pil", "browser"], default="pil", help="PIL drawing or headless Chromium"
+    )
+    parser.add_argument(
+        "--shard-size", type=int, default=0, help="write tar shards of K samples (webdataset)"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. synth.zh_rate=0.3")
     args = parser.parse_args(argv)
 
     cfg = config_io.load(SynthRunConfig, args.config, args.overrides)
     workers = max(1, min(args.workers, os.cpu_count() or 1, args.n))
-    records = run(args.n, args.seed, args.out, cfg, workers)
+    if args.shard_size:
+        if args.preview:
+            raise ConfigError("--preview works with images, not with --shard-size")
+        written, total = run_shards(args.n, args.seed, args.out, cfg, args.shard_size, args.renderer, workers)
+        print(
+            f"wrote {written} shards to {args.out} ({total - written} already whole; {args.n} samples in all)"
+        )
+        return 0
+    records = run(args.n, args.seed, args.out, cfg, workers, args.renderer)
     zh = sum(r["meta"]["lang"] == "zh" for r in records)
     span = sum(r["meta"]["span"] for r in records)
     blank = sum(r["meta"]["blank"] for r in records)

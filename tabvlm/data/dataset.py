@@ -35,7 +35,7 @@ import torch
 from tabvlm.data.fonts import FontSet, discover_fonts
 from tabvlm.data.reading import reading_targets, stack_reading
 from tabvlm.data.records import read_records
-from tabvlm.data.render import RenderConfig, render
+from tabvlm.data.render import RenderConfig, Rendered, render
 from tabvlm.data.synth import SynthConfig, synthesize
 from tabvlm.errors import ConfigError, DataError, TabVLMError
 from tabvlm.image import load_image, preprocess_image
@@ -313,6 +313,10 @@ class DataConfig:
     image_size: int = 512
     max_len: int = 2048  # tokens per sample, image tokens included; longer ones are redrawn
     seed: int = 0
+    # Pre-rendered samples (`tabvlm synth --shard-size`, tabvlm.data.shards): globs of .tar shards,
+    # and the share of synthetic samples taken from them instead of drawn by PIL (0: none).
+    shards: list[str] = field(default_factory=list)
+    shard_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in SYNTH_TASKS]
@@ -325,6 +329,10 @@ class DataConfig:
             raise ConfigError(
                 f"data.tasks: expected non-negative weights with a positive sum, found {self.tasks}"
             )
+        if not 0.0 <= self.shard_ratio <= 1.0:  # also false for nan
+            raise ConfigError(f"data.shard_ratio: expected a share in [0, 1], found {self.shard_ratio}")
+        if self.shard_ratio > 0 and not self.shards:
+            raise ConfigError("data.shard_ratio > 0 but data.shards is empty: name the shard files (globs)")
         if self.image_size < 1 or self.max_len < 1:
             raise ConfigError(
                 f"data: image_size and max_len must be >= 1, found {self.image_size}, {self.max_len}"
@@ -336,6 +344,26 @@ def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
     every process and Python version (unlike the salted built-in `hash`)."""
     digest = hashlib.blake2b(f"tabvlm-synth/{seed}/{index}/{attempt}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def image_sample(
+    table: Table,
+    drawn: Rendered,
+    enc: dict[str, torch.Tensor],
+    image_size: int,
+    tokenizer: TableTokenizer,
+    n_image_tokens: int,
+    reading: bool,
+) -> Sample:
+    """A training sample from a drawn grid and its encoded conversation (`encode_conversation`):
+    the image preprocessed as in inference, and with `reading` the dense reading targets."""
+    pixel_values = preprocess_image(drawn.image, image_size)[None]  # (1, 3, S, S)
+    sample = {"pixel_values": pixel_values, **enc}
+    if reading:
+        grid = math.isqrt(n_image_tokens)
+        cell_tokens = tokenizer.encode_batch([c.text for c in table.cells])
+        sample["reading"] = reading_targets(drawn, table, image_size, grid, cell_tokens)
+    return sample
 
 
 class SynthStream(torch.utils.data.IterableDataset):
@@ -403,13 +431,9 @@ class SynthStream(torch.utils.data.IterableDataset):
                 logger.warning("synthetic sample %d, attempt %d redrawn: %s", index, attempt, e)
                 continue
             drawn = render(table, rng, self.cfg.render, self.fonts)
-            pixel_values = preprocess_image(drawn.image, self.cfg.image_size)[None]  # (1, 3, S, S)
-            sample = {"pixel_values": pixel_values, **enc, "index": index, "task": task}
-            if self.reading:
-                grid = math.isqrt(self.n_image_tokens)
-                cell_tokens = self.tokenizer.encode_batch([c.text for c in table.cells])
-                sample["reading"] = reading_targets(drawn, table, self.cfg.image_size, grid, cell_tokens)
-            return sample
+            sample = image_sample(table, drawn, enc, self.cfg.image_size, self.tokenizer, self.n_image_tokens,
+                                  self.reading)  # fmt: skip
+            return {**sample, "index": index, "task": task}
         raise DataError(
             f"synthetic sample {index}: {MAX_ATTEMPTS} draws were all over max_len={self.cfg.max_len} "
             "tokens; raise data.max_len or shrink synth.rows / synth.cols"

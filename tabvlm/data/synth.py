@@ -50,6 +50,13 @@ class SynthConfig:
     label_sources: tuple[str, ...] = ("words", "phrases", "cities", "jobs", "companies")
     number_magnitudes: tuple[int, ...] = (10, 100, 1000, 10_000, 1_000_000)  # int/decimal/money scale
     max_word_len: int = 0  # > 0: headers, labels and statuses only from list items this short
+    # Document content (the browser renderer's style families ask for it). Each is a share of
+    # tables; at 0 (the defaults) nothing is drawn for it, so the default stream is unchanged.
+    unit_rate: float = 0.0  # numeric columns' headers carry units: "(USD million)", "（万元）", "(m2)"
+    long_header_rate: float = 0.0  # some headers are long phrases that wrap over several lines
+    footnote_rate: float = 0.0  # a few cells carry footnote marks: "12.5a", "Total*", "利润†"
+    pm_rate: float = 0.0  # decimal columns read "mean ± sd"
+    hierarchy_rate: float = 0.0  # row headers in groups: a heading row (blank values), indented children
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "header_rows"):
@@ -58,7 +65,8 @@ class SynthConfig:
                 raise ConfigError(f"synth.{name}: expected an increasing range of sizes, found ({lo}, {hi})")
         for name in (
             "no_header_rate", "zh_rate", "mix_rate", "span_rate", "blank_rate", "blank_cell_rate",
-            "long_text_rate", "row_label_rate", "escape_rate",
+            "long_text_rate", "row_label_rate", "escape_rate", "unit_rate", "long_header_rate",
+            "footnote_rate", "pm_rate", "hierarchy_rate",
         ):  # fmt: skip
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"synth.{name}: expected a rate in [0, 1], found {getattr(self, name)}")
@@ -210,6 +218,33 @@ UNITS = {
     "en": ["(USD)", "(%)", "(n)", "(m)", "(kg)", "(000s)"],
     "zh": ["单位", "(千元)", "(万元)", "(%)", "(人)"],
 }
+# Document content (SynthConfig.unit_rate and friends).
+HEADER_UNITS = {
+    "en": {
+        "money": ["(USD million)", "($ thousands)", "(€ m)", "(RMB)", "(USD)"],
+        "percent": ["(%)", "(% of total)"],
+        "int": ["(n)", "(thousands)", "(persons)", "('000)"],
+        "decimal": ["(kg)", "(m2)", "(μg/m3)", "(kg/m3)", "(cm-1)", "(mm)", "(ms)", "(°C)", "(s)"],
+    },
+    "zh": {
+        "money": ["（万元）", "（元）", "（亿元）", "（千元）", "(万元)"],
+        "percent": ["（%）", "(%)"],
+        "int": ["（人）", "（个）", "（家）", "（次）"],
+        "decimal": ["（吨）", "（m2）", "（公里）", "（μg/m3）", "（℃）", "（千克）"],
+    },
+}
+LONG_HEADERS = {
+    "en": ["Net income attributable to shareholders of the parent", "Average number of employees during the year",
+           "Share of respondents who agreed", "Change compared with the previous year", "PM2.5 concentration",
+           "Total operating revenue of the segment", "Number of households surveyed", "CO2 emissions per capita",
+           "Cash flow from operating activities"],
+    "zh": ["归属于母公司所有者的净利润", "经营活动产生的现金流量净额", "本年累计完成投资额", "较上年同期增减变动比例",
+           "期末在职员工的数量合计", "扣除非经常性损益后的净利润", "PM2.5年均浓度", "营业收入比上年同期增减"],
+}  # fmt: skip
+NOTE_MARKS = ["*", "**", "***", "†", "‡"]  # after any text
+NOTE_LETTERS = ["a", "b", "c", "d"]  # after numbers only (a letter after a word is not a mark)
+CHILD_PREFIX = {"en": ["Of which: ", "of which ", "- "], "zh": ["其中：", "其中: ", "减："]}
+_NUMBER_CELL = re.compile(r"^-?\(?[-+$€£¥￥]?[\d,]*\d(\.\d+)?\)?$")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
@@ -485,8 +520,71 @@ def synthesize(rng: random.Random, cfg: SynthConfig) -> Table:
         corner = next(cell for cell in cells if cell.row == 0 and cell.col == 0)
         corner.text = ""
 
+    table = Table(n_rows=n_rows, n_cols=n_cols, cells=cells, header_rows=h)
+    _document_content(rng, cfg, table, columns, lang, pools, first_label)
     for cell in cells:
         cell.text = normalise_text(cell.text)
-    table = Table(n_rows=n_rows, n_cols=n_cols, cells=cells, header_rows=h)
     table.validate()
     return table
+
+
+def _document_content(
+    rng: random.Random,
+    cfg: SynthConfig,
+    table: Table,
+    columns: list[Column],
+    lang: str,
+    pools: Pools,
+    first_label: bool,
+) -> None:
+    """Units, long headers, ± values, row-header groups and footnote marks, each drawn only when
+    its rate is above 0 (the default stream draws nothing here, so its tables stay the same)."""
+    h = table.header_rows
+    # The bottom header cell of each single column: where a column's name (and unit) is.
+    names = {c.col: c for c in table.cells if c.row < h and c.end_row == h and c.colspan == 1}
+    numeric = [k for k, col in enumerate(columns) if col.kind in ("int", "decimal", "money", "percent")]
+    if cfg.unit_rate and rng.random() < cfg.unit_rate:
+        for k in numeric:
+            if k in names and rng.random() < 0.6 and not re.search(r"[(（]", names[k].text):
+                kind = "decimal" if columns[k].kind == "decimal" else columns[k].kind
+                names[k].text += ("" if lang == "zh" else " ") + rng.choice(HEADER_UNITS[lang][kind])
+    if cfg.long_header_rate and rng.random() < cfg.long_header_rate:
+        for k in rng.sample(sorted(names), min(len(names), rng.randint(1, 2))):
+            if k or not first_label:
+                names[k].text = rng.choice(LONG_HEADERS[lang])
+    body = [c for c in table.cells if c.row >= h]
+    if cfg.pm_rate and rng.random() < cfg.pm_rate:
+        for k, col in enumerate(columns):
+            if col.kind == "decimal" and not col.fmt["thousands"] and rng.random() < 0.7:
+                d = col.fmt["decimals"]
+                for c in body:
+                    if c.col == k and c.colspan == 1 and _NUMBER_CELL.match(c.text):
+                        c.text += f" ± {rng.random() * col.fmt['mag'] * 0.1:.{d}f}"
+    if cfg.hierarchy_rate and first_label and table.n_cols > 1 and rng.random() < cfg.hierarchy_rate:
+        slots = table.slots()
+        single = [
+            r for r in range(h, table.n_rows)
+            if all(s is not None and s.rowspan == s.colspan == 1 for s in slots[r])
+        ]  # fmt: skip
+        child = False
+        for r in single:
+            first = slots[r][0]
+            if not child or rng.random() < 0.3:  # a heading row: a group name, blank values
+                first.text = (
+                    rng.choice(SECTION["zh"][:2]) + rng.choice(pools.words)
+                    if lang == "zh" and rng.random() < 0.5
+                    else _value(rng, columns[0], pools, lang) if columns[0].kind == "label"
+                    else rng.choice(pools.phrases)
+                )  # fmt: skip
+                for s in slots[r][1:]:
+                    s.text = ""
+                child = True
+            elif rng.random() < 0.25:
+                first.text = rng.choice(CHILD_PREFIX[lang]) + first.text
+    if cfg.footnote_rate and rng.random() < cfg.footnote_rate:
+        marked = [c for c in table.cells if c.text]
+        for c in rng.sample(marked, min(len(marked), rng.randint(1, 4))):
+            if _NUMBER_CELL.match(c.text) and rng.random() < 0.5:
+                c.text += rng.choice(NOTE_LETTERS)
+            else:
+                c.text += rng.choice(NOTE_MARKS)

@@ -4,6 +4,7 @@ generator, sharded per DDP rank and DataLoader worker, resumable at any sample."
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -13,16 +14,23 @@ from typing import Any
 import torch
 
 from tabvlm.data.dataset import (
+    MAX_ATTEMPTS,
     SYNTH_TASKS,
     DataConfig,
     Sample,
     collate,
+    encode_conversation,
+    image_sample,
     pack,
     sample_seed,
 )
+from tabvlm.data.shards import ShardReader, expand_shards
 from tabvlm.data.synth import synthesize
 from tabvlm.errors import DataError
+from tabvlm.tasks import user_prompt
 from tabvlm.tokenizer import TableTokenizer
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Data: one deterministic stream of samples, sharded per rank and worker, resumable
@@ -119,6 +127,81 @@ class SynthText:
         table = synthesize(rng, self.data.synth)
         task = rng.choices(self.tasks, self.weights)[0]
         return encode_text(self.tokenizer, SYNTH_TASKS[task](table), self.data.max_len)
+
+
+class ShardSamples:
+    """Pre-rendered samples (`data.shards`) by position k = 0, 1, ...: epoch after epoch over all
+    shard samples, each epoch in a fresh shuffle seeded by (`data.seed`, epoch), so sample k is a
+    pure function of k and a resumed run reads on exactly where it stopped. The task is drawn per
+    k with `data.tasks`' weights. A sample whose sequence is over `data.max_len` is replaced by
+    the next position's (logged)."""
+
+    def __init__(
+        self, data: DataConfig, tokenizer: TableTokenizer, n_image_tokens: int, reading: bool = False
+    ):
+        self.data, self.tokenizer, self.n_image_tokens, self.reading = (
+            data,
+            tokenizer,
+            n_image_tokens,
+            reading,
+        )
+        self.reader = ShardReader(expand_shards(data.shards))  # reads every header now: errors at start
+        self.tasks = [t for t, w in data.tasks.items() if w > 0]
+        self.weights = [data.tasks[t] for t in self.tasks]
+        self._perm: tuple[int, list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def position(self, k: int) -> int:
+        """The reader index of shard position k."""
+        epoch, pos = divmod(k, len(self.reader))
+        if self._perm is None or self._perm[0] != epoch:
+            order = list(range(len(self.reader)))
+            random.Random(f"shards:{self.data.seed}:{epoch}").shuffle(order)
+            self._perm = (epoch, order)
+        return self._perm[1][pos]
+
+    def __call__(self, k: int) -> Sample:
+        for attempt in range(MAX_ATTEMPTS):
+            item = self.reader[self.position(k + attempt)]
+            task = random.Random(f"shard-task:{self.data.seed}:{k}").choices(self.tasks, self.weights)[0]
+            conv = [
+                {"role": "user", "content": user_prompt(task)},
+                {"role": "assistant", "content": SYNTH_TASKS[task](item.table)},
+            ]
+            try:
+                enc = encode_conversation(
+                    self.tokenizer, conv, self.n_image_tokens, self.data.max_len, n_images=1
+                )
+            except DataError as e:
+                logger.warning("shard sample %s (position %d) skipped: %s", item.key, k + attempt, e)
+                continue
+            sample = image_sample(
+                item.table, item.rendered, enc, self.data.image_size, self.tokenizer, self.n_image_tokens,
+                self.reading,
+            )  # fmt: skip
+            return {**sample, "index": k, "task": task, "shard_key": item.key}
+        raise DataError(
+            f"shard position {k}: {MAX_ATTEMPTS} samples in a row were over max_len={self.data.max_len} tokens"
+        )
+
+
+class SynthMix:
+    """The synthetic stream with a share `ratio` of pre-rendered shard samples mixed in.
+
+    Synthetic sample s is shard sample floor(s r) when floor((s+1) r) > floor(s r), else PIL
+    sample s - floor(s r) (r = ratio): the same closed form as `SampleSource`, so both streams
+    advance with the trainer's consumed count and resume exactly; at r = 0 it is the PIL stream."""
+
+    def __init__(self, pil: Callable[[int], Sample], shards: Callable[[int], Sample], ratio: float):
+        self.pil, self.shards, self.ratio = pil, shards, ratio
+
+    def __call__(self, s: int) -> Sample:
+        n_shard = math.floor(s * self.ratio)
+        if math.floor((s + 1) * self.ratio) > n_shard:
+            return self.shards(n_shard)
+        return self.pil(s - n_shard)
 
 
 class TrainStream(torch.utils.data.IterableDataset):

@@ -46,7 +46,15 @@ from tabvlm.train.checkpoint import (
     seal,
 )
 from tabvlm.train.config import TrainConfig, build_model_config
-from tabvlm.train.data import SampleSource, SynthText, TextFile, TrainStream, make_batch
+from tabvlm.train.data import (
+    SampleSource,
+    ShardSamples,
+    SynthMix,
+    SynthText,
+    TextFile,
+    TrainStream,
+    make_batch,
+)
 from tabvlm.train.reading import ReadingHead
 
 logger = logging.getLogger(__name__)
@@ -340,11 +348,19 @@ class Trainer:
         synth: Callable[[int], Sample] | None = None
         if cfg.ratio > 0:
             if text_stage:
+                if cfg.data.shard_ratio > 0:
+                    raise ConfigError(
+                        "data.shards hold table images; stage lm-pretrain reads text: set data.shard_ratio=0"
+                    )
                 synth = SynthText(cfg.data, tok)
             elif cfg.stage == "lm-sft":
                 raise ConfigError("stage lm-sft has no synthetic chat data: set synth_ratio=0")
             else:
-                synth = SynthStream(cfg.data, tok, n_img, reading=self.reading_head is not None).sample
+                reading = self.reading_head is not None
+                synth = SynthStream(cfg.data, tok, n_img, reading=reading).sample
+                if cfg.data.shard_ratio > 0:
+                    shards = ShardSamples(cfg.data, tok, n_img, reading=reading)
+                    synth = SynthMix(synth, shards, cfg.data.shard_ratio)
         return SampleSource(cfg.ratio, synth, files, cfg.seed)
 
     def _loader(self) -> Iterator[dict[str, Any]]:
