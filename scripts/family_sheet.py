@@ -53,14 +53,14 @@ def main() -> None:
     fonts = discover_fonts(need_cjk=True)
     rows = []
     with BrowserRenderer(BrowserConfig(), fonts) as renderer:
-        for family in FAMILIES:
+        for f, family in enumerate(FAMILIES):
             renderer.cfg = dataclasses.replace(renderer.cfg, families={family: 1.0})
             images = []
             for k in range(args.per_family):
                 synth = SynthConfig(
                     zh_rate=float(k % 2 == 0), span_rate=0.6, blank_rate=0.5, rows=(3, 24), cols=(2, 8)
                 )
-                _, rendered = make_browser_sample(args.seed, k, synth, renderer)
+                _, rendered = make_browser_sample(args.seed, 100 * f + k, synth, renderer)
                 images.append(rendered.image)
             rows.append((f"{family} (browser)", images))
     real = [Image.open(args.real / name) for name in REAL if (args.real / name).is_file()]
