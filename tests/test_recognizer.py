@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from tabvlm.commands import predict as predict_cmd
-from tabvlm.errors import ConfigError, DataError, TabVLMError
+from tabvlm.errors import ConfigError, DataError
 from tabvlm.generate import image_prompt
 from tabvlm.model import TabVLM, load_model_config
 from tabvlm.recognizer import TableRecognizer
@@ -71,12 +71,6 @@ def test_model_folder_round_trip(rec: TableRecognizer, image_dir: Path, tmp_path
     rec.model.save_pretrained(tmp_path / "m", tokenizer=rec.tokenizer)
     again = TableRecognizer.from_pretrained(tmp_path / "m", max_new_tokens=24)
     assert again.predict(image_dir / "t1.png").raw == rec.predict(image_dir / "t1.png").raw
-
-
-def test_no_default_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(TabVLMError, match="no default model is shipped yet"):
-        TableRecognizer.from_pretrained(None)
 
 
 def test_cli_jsonl_and_bad_images(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,6 +1,6 @@
 """Recognise table images into HTML, Markdown, CSV or JSON.
 
-Run as: tabvlm predict --model MODEL_DIR [--format html|md|csv|json] [--out FILE_OR_DIR]
+Run as: tabvlm predict [--model MODEL_DIR] [--format html|md|csv|json] [--out FILE_OR_DIR]
                        [--batch-size N] [--max-new-tokens N] [--no-constrain] IMAGES_OR_DIRS...
 
 Directories expand to their images (png, jpg, jpeg, webp, bmp, tif, tiff; sorted); a directory
@@ -134,7 +134,9 @@ def open_output(out: Path | None) -> tuple[IO[str] | None, Path | None]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="tabvlm predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS")
-    ap.add_argument("--model", required=True, help="model folder (or a config .yaml: random weights)")
+    ap.add_argument(
+        "--model", help="model folder (or a config .yaml: random weights); default: the shipped model"
+    )
     ap.add_argument("--format", choices=sorted(EXTENSIONS), default="html")
     ap.add_argument("--out", help="a directory (one file per image) or a .jsonl file; folders are created")
     ap.add_argument("--batch-size", type=int, default=8)
