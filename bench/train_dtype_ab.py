@@ -6,7 +6,7 @@ Run as: .venv/bin/python bench/train_dtype_ab.py [--recipe configs/default-sft.y
 One model and one fixed batch drawn from the recipe's synthetic stream (reading targets included
 when the recipe has a reading loss); each round times a full step (forward, backward, AdamW) in
 fp32 and then under bf16 autocast, so machine noise hits both alike. Medians and their ratio are
-reported, with the two losses of the first round (they must be close). bf16 autocast only pays on
+reported, with the loss of each first-round step (one small AdamW step apart, so close, not equal). bf16 autocast only pays on
 CPUs with native bf16 dot products (avx512_bf16 / amx_bf16); the Trainer refuses it elsewhere.
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
         (loss / n + reading / max(1, n)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0, float(loss) / n
+        return time.perf_counter() - t0, float(loss.detach()) / n
 
     step("fp32"), step("bf16")  # warm-up: allocator, kernels
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
