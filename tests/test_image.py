@@ -7,14 +7,13 @@ from __future__ import annotations
 import io
 import json
 import random
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 import torch
+from images import bomb_png
 from PIL import Image, ImageDraw
 
 from tabvlm.errors import DataError
@@ -39,17 +38,6 @@ def upright_reference(data: bytes) -> torch.Tensor:
     """The pixels a person sees: the stored JPEG turned by hand (ROTATE_270 is orientation 6)."""
     with Image.open(io.BytesIO(data)) as im:
         return preprocess_image(im.convert("RGB").transpose(Image.Transpose.ROTATE_270), SIZE)
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A valid PNG header claiming `width` x `height` (the IHDR patched, CRC fixed): ~70 bytes."""
-    buf = io.BytesIO()
-    Image.new("1", (1, 1)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return bytes(data)
 
 
 # --- load_image -------------------------------------------------------------------------------

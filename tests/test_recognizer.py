@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 import torch
+from images import bomb_png
 from PIL import Image
 
 from tabvlm.commands import predict as predict_cmd
@@ -123,17 +121,6 @@ def test_low_precision_recognizers_track_float32(
 def test_unknown_dtype_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="dtype.*float16"):
         TableRecognizer.from_pretrained(TINY, dtype="float16")
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A valid PNG header claiming `width` x `height` (~70 bytes; what PIL's bomb guard reads)."""
-    buf = io.BytesIO()
-    Image.new("1", (1, 1)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return bytes(data)
 
 
 @pytest.fixture(scope="module")

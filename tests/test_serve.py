@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import struct
 import threading
 import time
-import zlib
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from images import bomb_png
 from PIL import Image
 
 from tabvlm.recognizer import Prediction, TableRecognizer
@@ -33,15 +32,6 @@ def png_bytes(width: int = 120, height: int = 60, color: str = "white") -> bytes
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, "PNG")
     return buf.getvalue()
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A valid PNG header claiming `width` x `height` (the IHDR patched, CRC fixed)."""
-    data = bytearray(png_bytes(1, 1))
-    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])  # keep depth, colour type, ...
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return bytes(data)
 
 
 def data_uri(data: bytes) -> str:

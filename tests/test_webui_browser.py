@@ -19,17 +19,11 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from tabvlm.data.browser import CHROMIUM, CHROMIUM_ARGS  # one launch recipe for every browser use
 from tabvlm.recognizer import TableRecognizer
 from tabvlm.serve import ServeConfig, create_app
 from tabvlm.serve.ui import example_images
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "webui.png"
 
 
