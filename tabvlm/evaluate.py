@@ -42,8 +42,9 @@ from lxml import etree
 from lxml.html import HtmlElement
 from rapidfuzz.distance import Levenshtein
 
-from tabvlm.errors import DataError
-from tabvlm.tables.html import find_table
+from tabvlm.errors import DataError, TableError
+from tabvlm.tables.html import find_table, to_html
+from tabvlm.tasks import TASKS, task_of_prompt
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +295,18 @@ def _problem(error: DataError, errors: list[DataError] | None) -> None:
 
 
 def _last_assistant_turn(rec: dict[str, Any]) -> str | None:
+    """The answer of a canonical record as HTML: the last assistant turn, read by the table task
+    its user turn asks for (an OTSL or Markdown answer becomes the HTML of its table)."""
     turns = rec.get("conversations")
     if not isinstance(turns, list):
         return None
     answers = [t.get("content") for t in turns if isinstance(t, dict) and t.get("role") == "assistant"]
-    return answers[-1] if answers and isinstance(answers[-1], str) else None
+    if not answers or not isinstance(answers[-1], str):
+        return None
+    questions = [t.get("content") for t in turns if isinstance(t, dict) and t.get("role") == "user"]
+    task = task_of_prompt(questions[-1]) if questions and isinstance(questions[-1], str) else None
+    read = TASKS[task].read if task and task != "html" else None
+    return to_html(read(answers[-1])) if read else answers[-1]
 
 
 def load_gt(path: str | Path, errors: list[DataError] | None = None) -> list[GTItem]:
@@ -327,7 +335,10 @@ def _gt_item(path: Path, n: int, rec: dict[str, Any], seen: set[str]) -> GTItem:
     if "html" in rec:
         html, key = rec["html"], rec.get("id")
     elif "conversations" in rec:
-        html = _last_assistant_turn(rec)
+        try:
+            html = _last_assistant_turn(rec)
+        except TableError as e:
+            raise DataError(f"the answer does not parse as its task's table: {e}", str(path), n) from e
         if html is None:
             raise DataError("canonical record has no assistant turn with string content", str(path), n)
         key = meta.get("id") or (Path(image).stem if image else None)

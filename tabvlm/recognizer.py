@@ -26,8 +26,9 @@ from tabvlm.image import ImageSource, load_image, preprocess_images
 from tabvlm.model import TabVLM, load_model_config
 from tabvlm.model.vlm import TOKENIZER_NAME
 from tabvlm.tables.grid import Table
-from tabvlm.tables.html import parse_html, to_html
+from tabvlm.tables.html import to_html
 from tabvlm.tables.views import to_csv, to_markdown
+from tabvlm.tasks import get_task
 from tabvlm.tokenizer import TableTokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -170,10 +171,11 @@ class TableRecognizer:
         `tabvlm.image.load_image`."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1; found {batch_size}")
+        spec = get_task(task)
         pil = [load_image(im) for im in images]
         kwargs: dict[str, object] = {"max_new_tokens": self.max_new_tokens, "constrain": self.constrain}
         kwargs.update(generate_kwargs)
-        if task != "html":
+        if not spec.grammar:
             kwargs["constrain"] = False  # the grammar is the HTML table grammar
         prompt = image_prompt(self.tokenizer, self.model.image_tokens, task)
         size = self.image_size
@@ -201,15 +203,19 @@ class TableRecognizer:
 
 
 def _prediction(raw: str, tokens: int, seconds: float, task: str, reason: str) -> Prediction:
-    """Canonicalise one raw output (HTML tasks); other tasks keep only `raw`. `reason` is
-    generate's finish reason ("length" stays "length"; "eos" and "table" become "stop")."""
+    """One raw output read into a table by its task's reader (tabvlm.tasks) and shown in every
+    view; tasks whose answer is not a table keep only `raw`. `reason` is generate's finish reason
+    ("length" stays "length"; "eos" and "table" become "stop")."""
     finish = "length" if reason == "length" else "stop"
     table = None
-    if task == "html":
+    read = get_task(task).read
+    if read is not None:
         try:
-            table = parse_html(raw)
+            table = read(raw)
         except TableError as e:
             logger.warning("output holds no table (%s)", e)
+    if table is not None and not table.cells:  # e.g. OTSL of nothing but blank lines
+        table = None
     if table is None:
         return Prediction("", raw, None, "", "", seconds, tokens, finish)
     return Prediction(to_html(table), raw, table, to_markdown(table), to_csv(table), seconds, tokens, finish)

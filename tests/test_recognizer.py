@@ -19,6 +19,7 @@ from tabvlm.generate import image_prompt
 from tabvlm.model import TabVLM, load_model_config
 from tabvlm.recognizer import TableRecognizer
 from tabvlm.tables.html import parse_html, to_html
+from tabvlm.tables.views import to_csv, to_markdown
 from tabvlm.tokenizer import load_tokenizer
 
 TINY = "configs/tiny.yaml"
@@ -48,7 +49,7 @@ def test_predict_gives_canonical_html_and_views(rec: TableRecognizer, image_dir:
     pred = rec.predict(image_dir / "t0.png")
     assert pred.table is not None and pred.raw.startswith("<table>")
     assert pred.html == to_html(parse_html(pred.raw))
-    assert pred.markdown and pred.csv is not None
+    assert (pred.markdown, pred.csv) == (to_markdown(pred.table), to_csv(pred.table)) and pred.markdown
     assert 0 < pred.tokens <= 24 and pred.seconds > 0
 
 

@@ -97,7 +97,8 @@ def test_recognize_markdown_task(client: TestClient) -> None:
     )
     body = r.json()
     assert r.status_code == 200 and body["task"] == "markdown"
-    assert body["html"] == "" and body["markdown"] == body["text"]
+    # the views are those of the table the output parses into; a random model's text holds none
+    assert body["text"] and body["html"] == body["markdown"] == body["csv"] == ""
 
 
 def test_chat_completion_has_openai_schema(client: TestClient) -> None:
@@ -273,17 +274,15 @@ def test_full_queue_answers_503_and_the_loop_stays_free() -> None:
         second = asyncio.create_task(_post(client, 102))  # waits in the queue (size 1)
         while app.state.batcher.queued < 1:
             await asyncio.sleep(0.01)
-        t0 = time.perf_counter()
-        third = await _post(client, 103)  # refused at once
+        third = await _post(client, 103)  # refused while the model is still blocked
         health = await client.get("/health")  # the event loop is not blocked by the model
-        took = time.perf_counter() - t0
         stub.gate.set()
-        return await first, await second, third, health, took
+        return await first, await second, third, health
 
-    first, second, third, health, took = asyncio.run(_with_app(app, body))
+    first, second, third, health = asyncio.run(_with_app(app, body))
     assert third.status_code == 503 and "queue is full" in third.json()["detail"]
     assert third.headers["retry-after"] == "1"
-    assert health.json()["queued"] == 1 and took < 2
+    assert health.json()["queued"] == 1
     assert (first.status_code, second.status_code) == (200, 200)
 
 
@@ -453,7 +452,8 @@ def test_base64_wrapped_at_76_columns_is_accepted(client: TestClient) -> None:
 
 
 def test_a_stalled_request_body_is_cut_off() -> None:
-    """Headers and half a body, then nothing: the server answers 408 (or closes) in time."""
+    """Headers and half a body, then nothing: the server answers 408 (or closes); without the body
+    timeout it would wait for the rest forever, and the socket's own 60 s timeout fails the test."""
     import socket
 
     import uvicorn
@@ -470,21 +470,18 @@ def test_a_stalled_request_body_is_cut_off() -> None:
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
         body = png_bytes()
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
             head = (
                 "POST /v1/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {2 * len(body)}\r\n\r\n"
             )
-            t0 = time.monotonic()
             conn.sendall(head.encode() + b'{"image": "' + base64.b64encode(body)[:100])
-            answer = conn.recv(65536)  # blocks until the server answers or closes
-            took = time.monotonic() - t0
+            answer = conn.recv(65536)  # blocks until the server answers or closes (TimeoutError)
             while answer and b"}" not in answer:  # the JSON body may come in a second packet
                 more = conn.recv(65536)
                 answer += more
                 if not more:
                     break
-        assert took < 5, f"no answer for {took:.1f} s"
         assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert answer == b"" or b"did not arrive within 1.0 s" in answer
     finally:

@@ -25,7 +25,7 @@ import itertools
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,10 +40,7 @@ from tabvlm.data.synth import SynthConfig, synthesize
 from tabvlm.errors import ConfigError, DataError, TabVLMError
 from tabvlm.image import load_image, preprocess_image
 from tabvlm.tables.grid import Table
-from tabvlm.tables.html import to_html
-from tabvlm.tables.otsl import to_otsl
-from tabvlm.tables.views import to_markdown
-from tabvlm.tasks import IMAGE_PLACEHOLDER, user_prompt
+from tabvlm.tasks import IMAGE_PLACEHOLDER, WRITABLE_TASKS, get_task, user_prompt
 from tabvlm.tokenizer import TableTokenizer
 
 logger = logging.getLogger(__name__)
@@ -293,8 +290,14 @@ class JsonlDataset(torch.utils.data.Dataset):
 # Synthetic tables, streamed
 # ---------------------------------------------------------------------------------------------
 
-# What a synthetic sample can ask for, and how its answer is written from the grid.
-SYNTH_TASKS: dict[str, Callable[[Table], str]] = {"html": to_html, "otsl": to_otsl, "markdown": to_markdown}
+
+def synth_answer(task: str, table: Table) -> str:
+    """The assistant turn of a synthetic sample: `table` written as `task` asks."""
+    write = get_task(task).write
+    assert write is not None  # DataConfig admits only WRITABLE_TASKS
+    return write(table)
+
+
 MAX_ATTEMPTS = 16  # redraws of one sample index whose sequence is over max_len
 
 
@@ -308,7 +311,8 @@ class DataConfig:
 
     synth: SynthConfig = field(default_factory=SynthConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
-    # Task -> weight for synthetic samples (normalised); answers are to_html / to_otsl / to_markdown.
+    # Task -> weight for synthetic samples (normalised); answers come from the task's writer
+    # (tabvlm.tasks.TASKS: html, otsl, markdown).
     tasks: dict[str, float] = field(default_factory=lambda: {"html": 1.0})
     image_size: int = 512
     max_len: int = 2048  # tokens per sample, image tokens included; longer ones are redrawn
@@ -319,10 +323,10 @@ class DataConfig:
     shard_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.tasks if t not in SYNTH_TASKS]
+        unknown = [t for t in self.tasks if t not in WRITABLE_TASKS]
         if unknown:
             raise ConfigError(
-                f"data.tasks: unknown synthetic task(s) {unknown}; known: {', '.join(SYNTH_TASKS)}"
+                f"data.tasks: unknown synthetic task(s) {unknown}; known: {', '.join(WRITABLE_TASKS)}"
             )
         weights = list(self.tasks.values())
         if not weights or any(not isinstance(w, (int, float)) or w < 0 for w in weights) or sum(weights) <= 0:
@@ -421,7 +425,7 @@ class SynthStream(torch.utils.data.IterableDataset):
             task = rng.choices(self._tasks, self._weights)[0]
             conv = [
                 {"role": "user", "content": user_prompt(task)},
-                {"role": "assistant", "content": SYNTH_TASKS[task](table)},
+                {"role": "assistant", "content": synth_answer(task, table)},
             ]
             try:  # tokens before pixels: a sample that is too long costs no rendering
                 enc = encode_conversation(

@@ -45,13 +45,10 @@ from tabvlm.serve.inputs import (
     parse_multipart,
     read_body,
 )
-from tabvlm.tables.html import to_html
-from tabvlm.tables.otsl import parse_otsl
-from tabvlm.tables.views import to_csv, to_markdown
+from tabvlm.tasks import TABLE_TASKS, table_task_named_in
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("html", "otsl", "markdown")  # the table tasks a client may ask for
 CHAT_PATH = "/v1/chat/completions"
 
 
@@ -79,8 +76,8 @@ class ServeConfig:
 
 
 class RecognizeResponse(BaseModel):
-    """`POST /v1/recognize`. For task otsl, html/markdown/csv come from the OTSL when it parses;
-    for task markdown only `markdown` (the model's text) is filled. `text` is the raw output."""
+    """`POST /v1/recognize`. Whatever the task, html/markdown/csv are views of the table the
+    output parses into (empty when it holds none); `text` is the model's raw output."""
 
     html: str
     markdown: str
@@ -131,7 +128,7 @@ _RECOGNIZE_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "task": {"type": "string", "enum": list(TASKS), "default": "html"},
+                        "task": {"type": "string", "enum": list(TABLE_TASKS), "default": "html"},
                     },
                 }
             },
@@ -141,7 +138,7 @@ _RECOGNIZE_BODY = {
                     "required": ["image"],
                     "properties": {
                         "image": {"type": "string", "description": "base64 (or a data: URI)"},
-                        "task": {"type": "string", "enum": list(TASKS), "default": "html"},
+                        "task": {"type": "string", "enum": list(TABLE_TASKS), "default": "html"},
                     },
                 }
             },
@@ -248,8 +245,8 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
             raise InputError(
                 400, f"expected multipart/form-data or application/json; found {ctype or 'no Content-Type'}"
             )
-        if task not in TASKS:
-            raise InputError(400, f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        if task not in TABLE_TASKS:
+            raise InputError(400, f"unknown task {task!r}; expected one of {', '.join(TABLE_TASKS)}")
         return await decode(data), task
 
     async def run(image: Any, task: str) -> Any:
@@ -280,11 +277,10 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
         t0 = time.perf_counter()
         image, task = await image_from_request(request)
         pred = await run(image, task)
-        html, markdown, csv = _views(pred, task)
         return RecognizeResponse(
-            html=html,
-            markdown=markdown,
-            csv=csv,
+            html=pred.html,
+            markdown=pred.markdown,
+            csv=pred.csv,
             text=pred.raw,
             task=task,
             seconds=round(time.perf_counter() - t0, 4),
@@ -304,7 +300,7 @@ def create_app(recognizer: Any, config: ServeConfig | None = None) -> FastAPI:
         if obj.get("stream"):
             raise InputError(400, "stream=true is not supported; send stream=false")
         url, prompt = _chat_image_and_text(obj.get("messages"))
-        task = _task_from_text(prompt)
+        task = table_task_named_in(prompt)
         pred = await run(await decode(decode_base64_image(url)), task)
         if task not in prompt_tokens:
             text = image_prompt(recognizer.tokenizer, recognizer.model.image_tokens, task)
@@ -389,29 +385,3 @@ def _chat_image_and_text(messages: Any) -> tuple[str, str]:
             400, "image_url must be a data: URI (data:image/png;base64,...); the server fetches no URLs"
         )
     return urls[0], " ".join(texts)
-
-
-def _task_from_text(text: str) -> str:
-    """The table task a chat prompt asks for: OTSL or Markdown when it names them, else HTML."""
-    lowered = text.lower()
-    if "otsl" in lowered:
-        return "otsl"
-    if "markdown" in lowered:
-        return "markdown"
-    return "html"
-
-
-def _views(pred: Any, task: str) -> tuple[str, str, str]:
-    """(html, markdown, csv) of a prediction; OTSL output is parsed into a grid when it can be."""
-    if task == "html":
-        return pred.html, pred.markdown, pred.csv
-    if task == "markdown":
-        return "", pred.raw, ""
-    try:
-        table = parse_otsl(pred.raw)
-    except TabVLMError as e:
-        logger.warning("OTSL output does not parse (%s)", e)
-        return "", "", ""
-    if not table.cells:  # nothing but blank lines
-        return "", "", ""
-    return to_html(table), to_markdown(table), to_csv(table)

@@ -27,9 +27,9 @@ from fastapi import FastAPI
 from PIL import Image
 
 from tabvlm.errors import TabVLMError
-from tabvlm.serve.api import TASKS
 from tabvlm.serve.batcher import QueueFullError
 from tabvlm.serve.inputs import InputError, read_image_file
+from tabvlm.tasks import TABLE_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ def build_ui(
     async def recognise(path: str | None, task: str) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Upload, paste or pick an image first.")
-        if task not in TASKS:  # the Radio lets None through from a client of the HTTP route
-            raise gr.Error(f"Unknown output {task!r}; expected one of {', '.join(TASKS)}.")
+        if task not in TABLE_TASKS:  # the Radio lets None through from a client of the HTTP route
+            raise gr.Error(f"Unknown output {task!r}; expected one of {', '.join(TABLE_TASKS)}.")
         t0 = time.perf_counter()
         try:
             image = await asyncio.to_thread(read_image_file, path, max_bytes, max_pixels)
@@ -129,12 +129,10 @@ def build_ui(
         except TimeoutError as e:
             raise gr.Error("No answer within the request timeout.") from e
         seconds = time.perf_counter() - t0
-        if task == "html" and pred.html:
-            shown, source = pred.html, pred.html
-        else:  # other tasks (or no table): show the model's text as it is
-            shown, source = f"<pre>{html.escape(pred.raw)}</pre>", pred.raw
-        markdown = pred.markdown if task == "html" else (pred.raw if task == "markdown" else "")
-        files = downloads.write(source, markdown, pred.csv)
+        # the table the output parses into, whatever the task; the model's text where none
+        shown = pred.html or f"<pre>{html.escape(pred.raw)}</pre>"
+        source = pred.html if task == "html" and pred.html else pred.raw
+        files = downloads.write(pred.html or pred.raw, pred.markdown, pred.csv)
         took = f"{seconds:.3f} s ({pred.tokens} tokens)"
         return (shown, source, took, *files)
 
@@ -149,7 +147,7 @@ def build_ui(
                     label="Table image",
                     elem_id="tabvlm-image",
                 )
-                task = gr.Radio(list(TASKS), value="html", label="Output")
+                task = gr.Radio(list(TABLE_TASKS), value="html", label="Output")
                 run = gr.Button("Recognise", variant="primary", elem_id="tabvlm-run")
                 if examples:
                     gr.Examples(examples=examples, inputs=image, label="Examples")

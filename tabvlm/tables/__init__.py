@@ -3,7 +3,7 @@
 from tabvlm.tables.grid import MAX_SLOTS, MAX_SPAN, Cell, Table, normalize_text
 from tabvlm.tables.html import find_table, parse_html, to_html
 from tabvlm.tables.otsl import parse_otsl, to_otsl
-from tabvlm.tables.views import to_csv, to_markdown
+from tabvlm.tables.views import parse_markdown, to_csv, to_markdown
 
 __all__ = [
     "MAX_SLOTS",
@@ -13,6 +13,7 @@ __all__ = [
     "find_table",
     "normalize_text",
     "parse_html",
+    "parse_markdown",
     "parse_otsl",
     "to_csv",
     "to_html",

@@ -11,14 +11,20 @@ column shows its header texts top to bottom joined by " / " (a spanning header c
 every column it covers; empty texts and repeats are skipped), so "2023" spanning "Q1" and "Q2"
 gives the header cells "2023 / Q1" and "2023 / Q2". `|` in text is escaped as `\\|`. Both views end
 with a newline; the empty grid gives "".
+
+`parse_markdown` reads a GFM table back (a model's Markdown output): the line before the
+`| --- |` separator is one header row, each later `|` line a body row; text around the table is
+ignored, short rows are padded with empty cells, and there are no spans to recover.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 
-from tabvlm.tables.grid import Table
+from tabvlm.errors import TableError
+from tabvlm.tables.grid import MAX_SLOTS, Cell, Table, normalize_text
 
 
 def _text_grid(table: Table, repeat_spans: bool) -> list[list[str]]:
@@ -64,3 +70,43 @@ def to_csv(table: Table, repeat_spans: bool = False) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(_text_grid(table, repeat_spans))
     return out.getvalue()
+
+
+_SEPARATOR_CELL = re.compile(r"^\s*:?-{1,}:?\s*$")
+_UNESCAPED_BAR = re.compile(r"(?<!\\)\|")
+
+
+def _md_cells(line: str) -> list[str]:
+    """The cell texts of one `| a | b |` line (outer bars optional, `\\|` unescaped)."""
+    line = line.strip()
+    if line.startswith("|"):
+        line = line[1:]
+    if line.endswith("|") and not line.endswith("\\|"):
+        line = line[:-1]
+    return [normalize_text(t.replace("\\|", "|")) for t in _UNESCAPED_BAR.split(line)]
+
+
+def _is_separator(line: str) -> bool:
+    return "-" in line and all(_SEPARATOR_CELL.match(c) for c in _md_cells(line))
+
+
+def parse_markdown(text: str) -> Table:
+    """The grid of the first GFM table in `text` (see the module docstring); TableError when
+    there is none (no header line followed by a `| --- |` separator) or it is too large."""
+    lines = text.splitlines()
+    start = next(
+        (i for i in range(len(lines) - 1) if "|" in lines[i] and _is_separator(lines[i + 1])),
+        None,
+    )
+    if start is None:
+        raise TableError("no Markdown table (a header line followed by a | --- | separator)")
+    rows = [_md_cells(lines[start])]
+    for line in lines[start + 2 :]:
+        if "|" not in line:
+            break
+        rows.append(_md_cells(line))
+    n_cols = max(len(r) for r in rows)
+    if len(rows) * n_cols > MAX_SLOTS:
+        raise TableError(f"Markdown table of {len(rows)}x{n_cols} slots is over MAX_SLOTS={MAX_SLOTS}")
+    cells = [Cell(row[k] if k < len(row) else "", r, k) for r, row in enumerate(rows) for k in range(n_cols)]
+    return Table(len(rows), n_cols, cells, header_rows=1)

@@ -15,7 +15,6 @@ import torch
 
 from tabvlm.data.dataset import (
     MAX_ATTEMPTS,
-    SYNTH_TASKS,
     DataConfig,
     Sample,
     collate,
@@ -23,6 +22,7 @@ from tabvlm.data.dataset import (
     image_sample,
     pack,
     sample_seed,
+    synth_answer,
 )
 from tabvlm.data.shards import ShardReader, expand_shards
 from tabvlm.data.synth import synthesize
@@ -126,7 +126,7 @@ class SynthText:
         rng = random.Random(sample_seed(self.data.seed, index))
         table = synthesize(rng, self.data.synth)
         task = rng.choices(self.tasks, self.weights)[0]
-        return encode_text(self.tokenizer, SYNTH_TASKS[task](table), self.data.max_len)
+        return encode_text(self.tokenizer, synth_answer(task, table), self.data.max_len)
 
 
 class ShardSamples:
@@ -168,7 +168,7 @@ class ShardSamples:
             task = random.Random(f"shard-task:{self.data.seed}:{k}").choices(self.tasks, self.weights)[0]
             conv = [
                 {"role": "user", "content": user_prompt(task)},
-                {"role": "assistant", "content": SYNTH_TASKS[task](item.table)},
+                {"role": "assistant", "content": synth_answer(task, item.table)},
             ]
             try:
                 enc = encode_conversation(

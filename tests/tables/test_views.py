@@ -1,14 +1,16 @@
-"""Markdown and CSV views: expected strings for spans, headers and escaping."""
+"""Markdown and CSV views: expected strings for spans, headers and escaping; Markdown read back."""
 
 from __future__ import annotations
 
 import csv
 import io
 
+import pytest
 from hypothesis import given, settings
 from strategies import tables
 
-from tabvlm.tables import Cell, Table, parse_html, to_csv, to_markdown
+from tabvlm.errors import TableError
+from tabvlm.tables import Cell, Table, parse_html, parse_markdown, to_csv, to_markdown
 
 SPANNED = parse_html(
     "<table><thead><tr><td rowspan=2>Item</td><td colspan=2>2023</td></tr><tr><td>Q1</td><td>Q2</td></tr>"
@@ -59,3 +61,25 @@ def test_markdown_shape(table: Table) -> None:
     assert lines[1] == "|" + " --- |" * table.n_cols
     # Each line has n_cols + 1 unescaped pipes.
     assert all(line.replace("\\|", "").count("|") == table.n_cols + 1 for line in lines[:-1])
+
+
+@settings(max_examples=80, deadline=None)
+@given(tables())
+def test_parse_markdown_reads_back_the_markdown(table: Table) -> None:
+    written = to_markdown(table)
+    read = parse_markdown(written)
+    header_lines = max(table.header_rows, 1)  # stacked into the one header line GFM allows
+    assert (read.n_rows, read.n_cols, read.header_rows) == (table.n_rows - header_lines + 1, table.n_cols, 1)
+    assert to_markdown(read) == written
+
+
+def test_parse_markdown_in_prose_with_ragged_rows() -> None:
+    text = "Here you go:\n\n| a | b \\| c |\n|:--|--:|\n| 1 |\n| 2 | 3 | 4 |\n\nDone | not a row"
+    table = parse_markdown(text)
+    assert (table.n_rows, table.n_cols, table.header_rows) == (3, 3, 1)
+    assert [c.text for c in table.cells] == ["a", "b | c", "", "1", "", "", "2", "3", "4"]
+
+
+def test_parse_markdown_needs_a_separator() -> None:
+    with pytest.raises(TableError, match="no Markdown table"):
+        parse_markdown("| a | b |\n| 1 | 2 |\n")
