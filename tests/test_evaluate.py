@@ -12,8 +12,6 @@ import json
 import os
 import random
 import re
-import sys
-import types
 from pathlib import Path
 from types import ModuleType
 
@@ -427,55 +425,32 @@ def test_cli_reports_deep_and_non_utf8_lines_and_scores_the_rest(
         load_predictions(pred)
 
 
-def test_cli_model_predicts_gt_images(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    seen: dict = {}
+def test_cli_model_predicts_gt_images(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`tabvlm eval --model` reads the GT's images with the real recognizer (the tiny config's
+    random model), saves what it predicted and scores exactly that."""
+    from PIL import Image
 
-    class FakeRecognizer:
-        """Stands in for tabvlm.recognizer.TableRecognizer: answers one fixed table."""
+    from tabvlm.recognizer import TableRecognizer
 
-        @classmethod
-        def from_pretrained(cls, path: str) -> FakeRecognizer:
-            seen["model"] = path
-            return cls()
-
-        def predict_many(self, paths: list[str], batch_size: int) -> list:
-            seen["paths"], seen["batch_size"] = paths, batch_size
-            return [types.SimpleNamespace(html="<table><tr><td>a</td></tr></table>") for _ in paths]
-
-    monkeypatch.setitem(
-        sys.modules, "tabvlm.recognizer", types.SimpleNamespace(TableRecognizer=FakeRecognizer)
-    )
     (tmp_path / "img").mkdir()
-    (tmp_path / "img" / "t.png").write_bytes(b"")
-    gt_path = _write(
-        tmp_path / "gt.jsonl",
-        [{"id": "t", "image": "img/t.png", "html": "<table><tr><td>a</td></tr></table>"}],
-    )
+    for key, width in (("t", 90), ("u", 60)):
+        Image.new("RGB", (width, 40), "white").save(tmp_path / "img" / f"{key}.png")
+    lines = [{"id": k, "image": f"img/{k}.png", "html": "<table><tr><td>a</td></tr></table>"} for k in "tu"]
+    gt_path = _write(tmp_path / "gt.jsonl", lines)
     saved = tmp_path / "out" / "pred.jsonl"
-    rc = eval_cmd.main(
-        [
-            "--data",
-            str(gt_path),
-            "--model",
-            str(tmp_path / "m1"),
-            "--save-pred",
-            str(saved),
-            "--batch-size",
-            "4",
-            "--json",
-            str(tmp_path / "s.json"),
-        ]
-    )
-    assert rc == 0 and "| m1 " in capsys.readouterr().out
-    assert seen == {
-        "model": str(tmp_path / "m1"),
-        "paths": [str(tmp_path / "img" / "t.png")],
-        "batch_size": 4,
+    scores = tmp_path / "s.json"
+    args = ["--data", str(gt_path), "--model", "configs/tiny.yaml", "--save-pred", str(saved)]
+    rc = eval_cmd.main([*args, "--batch-size", "2", "--json", str(scores)])
+    assert rc == 0 and "| tiny.yaml " in capsys.readouterr().out
+    rec = TableRecognizer.from_pretrained("configs/tiny.yaml")
+    expected = {
+        k: p.html for k, p in zip("tu", rec.predict_many([tmp_path / "img" / f"{k}.png" for k in "tu"]))
     }
-    assert load_predictions(saved) == {"t": "<table><tr><td>a</td></tr></table>"}
-    assert json.loads((tmp_path / "s.json").read_text())["systems"]["m1"]["all"]["teds"] == 1.0
+    assert load_predictions(saved) == expected
+    report = evaluate(load_gt(gt_path), expected)
+    assert json.loads(scores.read_text())["systems"]["tiny.yaml"]["all"]["teds"] == pytest.approx(
+        report.summaries["all"].teds
+    )
 
 
 def test_format_report_marks_differing_counts(tmp_path: Path) -> None:
