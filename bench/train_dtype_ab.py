@@ -21,7 +21,7 @@ import torch
 from common import ROOT, write_result
 
 from tabvlm.config import load
-from tabvlm.data.dataset import SynthStream, collate
+from tabvlm.data.dataset import SynthSamples, collate
 from tabvlm.model import TabVLM
 from tabvlm.tokenizer import load_tokenizer
 from tabvlm.train import TrainConfig
@@ -47,8 +47,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = TabVLM(build_model_config(cfg)).train()
     head = ReadingHead(model.config.lm.hidden_size) if cfg.reading_loss > 0 else None
-    stream = SynthStream(cfg.data, tok, model.config.image_tokens, reading=head is not None)
-    batch = collate([stream.sample(i) for i in range(args.batch_size)], tok.pad_id)
+    samples = SynthSamples(cfg.data, tok, model.config.image_tokens, reading=head is not None)
+    batch = collate([samples(i) for i in range(args.batch_size)], tok.pad_id)
     loss_module = LossModule(model, head)
     opt = torch.optim.AdamW(loss_module.parameters(), lr=1e-5)
 

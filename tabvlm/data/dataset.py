@@ -2,8 +2,9 @@
 
 Two sources feed the trainer through the same sample format:
 - `JsonlDataset`: canonical jsonl records (user data), map-style.
-- `SynthStream`: synthesize + render tables on the fly, an infinite IterableDataset that gives
-  every DataLoader worker and every DDP rank its own reproducible share, and resumes exactly.
+- `SynthSamples`: synthetic sample i of a seed, synthesized and rendered on the fly: the same
+  image and target as `tabvlm synth`'s sample i (`tabvlm.data.render.make_sample`). How the
+  indices are split among ranks and workers is `tabvlm.train.data.TrainStream`'s job.
 
 A sample is a dict:
   pixel_values  (n_images, 3, S, S) float32 in [-1, 1]   (n_images is 0 or 1 here; made by
@@ -20,12 +21,10 @@ appear in `input_ids` read row by row: one per sample for `collate`, several per
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +34,7 @@ import torch
 from tabvlm.data.fonts import FontSet, discover_fonts
 from tabvlm.data.reading import reading_targets, stack_reading
 from tabvlm.data.records import read_records
-from tabvlm.data.render import RenderConfig, Rendered, render
+from tabvlm.data.render import RenderConfig, Rendered, render, sample_rngs
 from tabvlm.data.synth import SynthConfig, synthesize
 from tabvlm.errors import ConfigError, DataError, TabVLMError
 from tabvlm.image import load_image, preprocess_image
@@ -343,13 +342,6 @@ class DataConfig:
             )
 
 
-def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
-    """A 64-bit seed for sample `index` of stream `seed`: a stable hash (blake2b), the same in
-    every process and Python version (unlike the salted built-in `hash`)."""
-    digest = hashlib.blake2b(f"tabvlm-synth/{seed}/{index}/{attempt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
 def image_sample(
     table: Table,
     drawn: Rendered,
@@ -370,20 +362,11 @@ def image_sample(
     return sample
 
 
-class SynthStream(torch.utils.data.IterableDataset):
-    """An endless stream of synthetic table samples, reproducible and split across workers/ranks.
-
-    Sample `g` (a global index) is a pure function of (`cfg.seed`, g): `sample(g)` draws it with
-    `random.Random(sample_seed(seed, g))`. Rank r of `world_size` owns g = j * world_size + r;
-    its j-th sample is the j-th one the trainer consumes on that rank, whatever `num_workers`:
-    DataLoader asks its workers for batches round-robin, so worker w of W makes the loader's
-    batches w, w + W, w + 2W, ... each of `batch_size` consecutive j's. Hence:
-    - workers and ranks never repeat each other's samples;
-    - the stream is the same with 0, 1 or 8 workers;
-    - `start=c` resumes exactly after c consumed samples on this rank (j starts at c).
-    `batch_size` must be the DataLoader's batch_size (1 when it does no batching). A sample whose
-    sequence exceeds `cfg.max_len` is redrawn (next attempt seed, logged), so every index yields.
-    """
+class SynthSamples:
+    """Synthetic sample `index` of `cfg.seed`: `make_sample`'s grid and drawing (so the image is
+    byte for byte `tabvlm synth`'s, whose jsonl holds the same html target), asked as a task
+    drawn from `cfg.tasks` with its own generator. A sample whose sequence is over `cfg.max_len`
+    is redrawn with the next attempt's generators (logged), so every index yields."""
 
     def __init__(
         self,
@@ -391,20 +374,10 @@ class SynthStream(torch.utils.data.IterableDataset):
         tokenizer: TableTokenizer,
         n_image_tokens: int,
         *,
-        rank: int = 0,
-        world_size: int = 1,
-        start: int = 0,
-        batch_size: int = 1,
         fonts: FontSet | None = None,
         reading: bool = False,
     ):
-        if not 0 <= rank < world_size or start < 0 or batch_size < 1:
-            raise ConfigError(
-                f"SynthStream: need 0 <= rank < world_size, start >= 0, batch_size >= 1; "
-                f"found rank={rank}, world_size={world_size}, start={start}, batch_size={batch_size}"
-            )
         self.cfg, self.tokenizer, self.n_image_tokens = cfg, tokenizer, n_image_tokens
-        self.rank, self.world_size, self.start, self.batch_size = rank, world_size, start, batch_size
         self.reading = reading  # also give each sample its dense reading targets (tabvlm.data.reading)
         # Found once here, so a missing CJK font stops the run at start, not inside a worker.
         self.fonts = (
@@ -417,12 +390,12 @@ class SynthStream(torch.utils.data.IterableDataset):
         self._tasks = [t for t, w in cfg.tasks.items() if w > 0]
         self._weights = [cfg.tasks[t] for t in self._tasks]
 
-    def sample(self, index: int) -> Sample:
+    def __call__(self, index: int) -> Sample:
         """The sample at global `index` (also carries `index` and `task`)."""
+        task = random.Random(f"task:{self.cfg.seed}:{index}").choices(self._tasks, self._weights)[0]
         for attempt in range(MAX_ATTEMPTS):
-            rng = random.Random(sample_seed(self.cfg.seed, index, attempt))
-            table = synthesize(rng, self.cfg.synth)
-            task = rng.choices(self._tasks, self._weights)[0]
+            grid_rng, draw_rng = sample_rngs(self.cfg.seed, index, attempt)
+            table = synthesize(grid_rng, self.cfg.synth)
             conv = [
                 {"role": "user", "content": user_prompt(task)},
                 {"role": "assistant", "content": synth_answer(task, table)},
@@ -434,7 +407,7 @@ class SynthStream(torch.utils.data.IterableDataset):
             except DataError as e:
                 logger.warning("synthetic sample %d, attempt %d redrawn: %s", index, attempt, e)
                 continue
-            drawn = render(table, rng, self.cfg.render, self.fonts)
+            drawn = render(table, draw_rng, self.cfg.render, self.fonts)
             sample = image_sample(table, drawn, enc, self.cfg.image_size, self.tokenizer, self.n_image_tokens,
                                   self.reading)  # fmt: skip
             return {**sample, "index": index, "task": task}
@@ -442,17 +415,3 @@ class SynthStream(torch.utils.data.IterableDataset):
             f"synthetic sample {index}: {MAX_ATTEMPTS} draws were all over max_len={self.cfg.max_len} "
             "tokens; raise data.max_len or shrink synth.rows / synth.cols"
         )
-
-    def local_indices(self, worker: int, num_workers: int) -> Iterator[int]:
-        """This rank's global indices that worker `worker` of `num_workers` makes, in order."""
-        b = self.batch_size
-        for block in itertools.count(worker, num_workers):  # the loader's batch numbers
-            for i in range(b):
-                j = self.start + block * b + i  # position in this rank's consumed stream
-                yield j * self.world_size + self.rank
-
-    def __iter__(self) -> Iterator[Sample]:
-        info = torch.utils.data.get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for index in self.local_indices(worker, num_workers):
-            yield self.sample(index)

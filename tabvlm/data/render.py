@@ -474,20 +474,23 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
     return Rendered(img, boxes, text_boxes, style_info, glyph_boxes)
 
 
-def sample_rngs(seed: int, index: int) -> tuple[random.Random, random.Random]:
-    """The (grid, drawing) generators of sample `index` of a run seeded `seed`.
+def sample_rngs(seed: int, index: int, attempt: int = 0) -> tuple[random.Random, random.Random]:
+    """The (grid, drawing) generators of sample `index` of a run seeded `seed`: the one seeding
+    scheme of synthetic samples (training, `tabvlm synth`, the web UI, the benches, shards).
 
     Derived from (seed, index) alone (string seeds hash with SHA-512, stable across processes),
     so any worker can make any sample; separate streams keep a sample's grid unchanged when only
-    render settings change.
+    render settings change. `attempt` > 0 gives the redraws training makes of a sample whose
+    target is over its max_len.
     """
-    return random.Random(f"synth:{seed}:{index}"), random.Random(f"render:{seed}:{index}")
+    tag = f"{seed}:{index}" + (f":{attempt}" if attempt else "")
+    return random.Random(f"synth:{tag}"), random.Random(f"render:{tag}")
 
 
 def make_sample(
-    seed: int, index: int, synth_cfg: SynthConfig, render_cfg: RenderConfig, fonts: FontSet
+    seed: int, index: int, synth_cfg: SynthConfig, render_cfg: RenderConfig, fonts: FontSet, attempt: int = 0
 ) -> tuple[Table, Rendered]:
     """Sample `index` of run `seed`: a random grid and its drawing."""
-    grid_rng, draw_rng = sample_rngs(seed, index)
+    grid_rng, draw_rng = sample_rngs(seed, index, attempt)
     table = synthesize(grid_rng, synth_cfg)
     return table, render(table, draw_rng, render_cfg, fonts)

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 KEEP_REQUEST_DIRS = 64
 N_SYNTH_EXAMPLES = 3
+EXAMPLE_SEED = 0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # System font stacks only: Gradio's default theme would make every browser fetch Google Fonts.
 THEME_FONTS = {
@@ -51,6 +52,16 @@ CSS = """
 Predict = Callable[[Image.Image, str], Awaitable[Any]]  # (image, task) -> Prediction
 
 
+def example_configs() -> tuple[Any, Any]:
+    """(SynthConfig, RenderConfig) of the synthetic examples: small English tables, undistorted.
+    Sample i is `make_sample(EXAMPLE_SEED, i, ...)`, the same as training's and `tabvlm synth`'s."""
+    from tabvlm.data.render import RenderConfig
+    from tabvlm.data.synth import SynthConfig
+
+    synth = SynthConfig(rows=(3, 7), cols=(2, 5), zh_rate=0.0)
+    return synth, RenderConfig(rotate_rate=0.0, blur_rate=0.0, noise_rate=0.0)
+
+
 def example_images(examples_dir: str | None, work_dir: Path) -> list[str]:
     """Images in `examples_dir`; when there are none, a few synthetic tables drawn into
     `work_dir` (English only, so no CJK font is needed). [] when neither works."""
@@ -60,15 +71,13 @@ def example_images(examples_dir: str | None, work_dir: Path) -> list[str]:
             return [str(p) for p in found[:8]]
     try:
         from tabvlm.data.fonts import discover_fonts
-        from tabvlm.data.render import RenderConfig, make_sample
-        from tabvlm.data.synth import SynthConfig
+        from tabvlm.data.render import make_sample
 
         fonts = discover_fonts()
-        synth = SynthConfig(rows=(3, 7), cols=(2, 5), zh_rate=0.0)
-        render = RenderConfig(rotate_rate=0.0, blur_rate=0.0, noise_rate=0.0)
+        synth, render = example_configs()
         out = []
         for i in range(N_SYNTH_EXAMPLES):
-            _, drawn = make_sample(0, i, synth, render, fonts)
+            _, drawn = make_sample(EXAMPLE_SEED, i, synth, render, fonts)
             path = work_dir / f"example-{i}.png"
             drawn.image.save(path)
             out.append(str(path))

@@ -21,9 +21,9 @@ from tabvlm.data.dataset import (
     encode_conversation,
     image_sample,
     pack,
-    sample_seed,
     synth_answer,
 )
+from tabvlm.data.render import sample_rngs
 from tabvlm.data.shards import ShardReader, expand_shards
 from tabvlm.data.synth import synthesize
 from tabvlm.errors import DataError
@@ -85,7 +85,7 @@ class SampleSource:
         epoch, pos = divmod(k, self.total)
         if self._perm is None or self._perm[0] != epoch:
             order = list(range(self.total))
-            random.Random(sample_seed(self.seed, epoch)).shuffle(order)
+            random.Random(f"records:{self.seed}:{epoch}").shuffle(order)
             self._perm = (epoch, order)
         i = self._perm[1][pos]
         for f, n in zip(self.files, self.sizes):
@@ -123,9 +123,8 @@ class SynthText:
         self.weights = [data.tasks[t] for t in self.tasks]
 
     def __call__(self, index: int) -> Sample:
-        rng = random.Random(sample_seed(self.data.seed, index))
-        table = synthesize(rng, self.data.synth)
-        task = rng.choices(self.tasks, self.weights)[0]
+        table = synthesize(sample_rngs(self.data.seed, index)[0], self.data.synth)  # SynthSamples' grid
+        task = random.Random(f"task:{self.data.seed}:{index}").choices(self.tasks, self.weights)[0]
         return encode_text(self.tokenizer, synth_answer(task, table), self.data.max_len)
 
 
@@ -205,9 +204,14 @@ class SynthMix:
 
 
 class TrainStream(torch.utils.data.IterableDataset):
-    """Rank `rank` of `world_size` owns global samples g = j * world_size + rank, j = start, ...
-    split among DataLoader workers by batch exactly as `SynthStream` does, so the stream is the
-    same for any worker count and `start` resumes after `start` consumed samples."""
+    """The one place samples are split among DDP ranks and DataLoader workers.
+
+    Rank `rank` of `world_size` owns global samples g = j * world_size + rank, j = start, ...;
+    its j-th sample is the j-th one the trainer consumes on that rank, whatever the worker count:
+    DataLoader asks its workers for batches round-robin, so worker w of W makes the loader's
+    batches w, w + W, ... each of `batch_size` consecutive j's. Hence ranks and workers never
+    repeat each other's samples, the stream is the same with 0, 1 or 8 workers, and `start=c`
+    resumes exactly after c consumed samples. `batch_size` must be the DataLoader's."""
 
     def __init__(self, source: SampleSource, rank: int, world_size: int, start: int, batch_size: int):
         self.source, self.rank, self.world_size = source, rank, world_size

@@ -27,7 +27,7 @@ from tabvlm.data.dataset import (
     IGNORE_INDEX,
     JsonlDataset,
     Sample,
-    SynthStream,
+    SynthSamples,
 )
 from tabvlm.errors import ConfigError
 from tabvlm.model import TabVLM
@@ -357,7 +357,7 @@ class Trainer:
                 raise ConfigError("stage lm-sft has no synthetic chat data: set synth_ratio=0")
             else:
                 reading = self.reading_head is not None
-                synth = SynthStream(cfg.data, tok, n_img, reading=reading).sample
+                synth = SynthSamples(cfg.data, tok, n_img, reading=reading)
                 if cfg.data.shard_ratio > 0:
                     shards = ShardSamples(cfg.data, tok, n_img, reading=reading)
                     synth = SynthMix(synth, shards, cfg.data.shard_ratio)
@@ -563,8 +563,8 @@ class Trainer:
         cfg = self.cfg
         data = dataclasses.replace(cfg.data, seed=cfg.eval.seed)
         n_img = self.model.config.image_tokens
-        stream = SynthStream(data, self.tokenizer, n_img)
-        samples = [stream.sample(i) for i in range(n)]
+        held_out = SynthSamples(data, self.tokenizer, n_img)
+        samples = [held_out(i) for i in range(n)]
         prompt = image_prompt(self.tokenizer, n_img)
         scores = []
         self.model.eval()

@@ -216,7 +216,7 @@ def test_killed_writer_leaves_no_partial_shard(tmp_path):
 
 
 def test_shard_stream_mixes_by_ratio_and_resumes_exactly(renderer, tmp_path):
-    from tabvlm.data.dataset import SynthStream
+    from tabvlm.data.dataset import SynthSamples
     from tabvlm.model.config import load_model_config
     from tabvlm.tokenizer import load_tokenizer
     from tabvlm.train.data import SampleSource, ShardSamples, SynthMix, TrainStream
@@ -227,7 +227,7 @@ def test_shard_stream_mixes_by_ratio_and_resumes_exactly(renderer, tmp_path):
     data = DataConfig(synth=SynthConfig(rows=(2, 5), cols=(2, 4)), image_size=mcfg.vision.image_size,
                       max_len=1024, shards=[str(tmp_path / "*.tar")], shard_ratio=0.25)  # fmt: skip
     shards = ShardSamples(data, tok, mcfg.image_tokens, reading=True)
-    pil = SynthStream(data, tok, mcfg.image_tokens, reading=True).sample
+    pil = SynthSamples(data, tok, mcfg.image_tokens, reading=True)
     mix = SynthMix(pil, shards, data.shard_ratio)
     got = [mix(s) for s in range(12)]
     from_shards = [s for s in got if "shard_key" in s]

@@ -16,7 +16,7 @@ from tabvlm.data.dataset import (
     IGNORE_INDEX,
     DataConfig,
     JsonlDataset,
-    SynthStream,
+    SynthSamples,
     collate,
     encode_conversation,
     pack,
@@ -241,23 +241,7 @@ def test_jsonl_too_long_names_the_line(tmp_path, tok, mcfg):
     assert e.value.line == 1
 
 
-# --- the synthetic stream ---------------------------------------------------------------------
-
-
-def as_list(batch: list[dict]) -> list[dict]:
-    return batch
-
-
-def take(stream: SynthStream, n_batches: int, batch_size: int, workers: int) -> list[dict]:
-    loader = torch.utils.data.DataLoader(
-        stream, batch_size=batch_size, num_workers=workers, collate_fn=as_list
-    )
-    out: list[dict] = []
-    for k, batch in enumerate(loader):
-        if k == n_batches:
-            break
-        out.extend(batch)
-    return out
+# --- synthetic samples ---------------------------------------------------------------------
 
 
 def test_data_config_from_yaml_dict_and_bad_tasks():
@@ -269,12 +253,12 @@ def test_data_config_from_yaml_dict_and_bad_tasks():
         DataConfig(tasks={"html": 0.0})
 
 
-def test_same_seed_same_stream_other_seed_other(tok, mcfg, dcfg):
-    a = SynthStream(dcfg, tok, mcfg.image_tokens)
-    b = SynthStream(dcfg, tok, mcfg.image_tokens)
-    c = SynthStream(dataclasses.replace(dcfg, seed=1), tok, mcfg.image_tokens)
+def test_same_seed_same_samples_other_seed_other(tok, mcfg, dcfg):
+    a = SynthSamples(dcfg, tok, mcfg.image_tokens)
+    b = SynthSamples(dcfg, tok, mcfg.image_tokens)
+    c = SynthSamples(dataclasses.replace(dcfg, seed=1), tok, mcfg.image_tokens)
     for i in (0, 7):
-        sa, sb, sc = a.sample(i), b.sample(i), c.sample(i)
+        sa, sb, sc = a(i), b(i), c(i)
         assert torch.equal(sa["input_ids"], sb["input_ids"]) and torch.equal(
             sa["pixel_values"], sb["pixel_values"]
         )
@@ -283,45 +267,68 @@ def test_same_seed_same_stream_other_seed_other(tok, mcfg, dcfg):
         assert int((sa["input_ids"] == tok.image_pad_id).sum()) == mcfg.image_tokens
 
 
-def test_index_plan_is_disjoint_and_independent_of_workers(tok, mcfg, dcfg):
+def test_sample_i_is_the_same_in_training_synth_and_the_web_ui(tok, mcfg, tmp_path):
+    """One synthetic sample source: sample i of a seed through `tabvlm synth`, the web UI's
+    examples (and the benches: both call make_sample) and the training data is the same image,
+    byte for byte, with the same html target."""
+    from tabvlm.commands import synth as synth_cmd
+    from tabvlm.image import load_image, preprocess_image
+    from tabvlm.serve.ui import EXAMPLE_SEED, N_SYNTH_EXAMPLES, example_configs, example_images
+
+    synth, render = example_configs()
+    ui = example_images(None, tmp_path)
+    overrides = ["synth.rows=[3,7]", "synth.cols=[2,5]", "synth.zh_rate=0", "render.rotate_rate=0",
+                 "render.blur_rate=0", "render.noise_rate=0"]  # fmt: skip
+    out = tmp_path / "synth"
+    args = ["--n", str(N_SYNTH_EXAMPLES), "--seed", str(EXAMPLE_SEED), "--out", str(out)]
+    assert synth_cmd.main([*args, *overrides]) == 0
+    records = [json.loads(line) for line in (out / "gt.jsonl").read_text().splitlines()]
+    data = DataConfig(
+        synth=synth, render=render, image_size=mcfg.vision.image_size, max_len=4096, seed=EXAMPLE_SEED
+    )
+    training = SynthSamples(data, tok, mcfg.image_tokens)
+    for i in range(N_SYNTH_EXAMPLES):
+        from_ui, from_synth = Image.open(ui[i]), Image.open(out / records[i]["image"])
+        assert from_ui.size == from_synth.size and from_ui.tobytes() == from_synth.tobytes()
+        sample = training(i)
+        assert torch.equal(
+            sample["pixel_values"][0],
+            preprocess_image(load_image(out / records[i]["image"]), data.image_size),
+        )
+        target = tok.decode(
+            [t for t in sample["labels"].tolist() if t != IGNORE_INDEX][:-1]
+        )  # <|im_end|> cut
+        assert target == records[i]["conversations"][1]["content"]
+
+
+def test_trainstream_plan_is_disjoint_independent_of_workers_and_resumes(tok, mcfg, dcfg):
+    from tabvlm.train.data import SampleSource, TrainStream
+
     def consumed(rank: int, world: int, workers: int, start: int = 0, n: int = 24, bs: int = 3) -> list[int]:
         """The global indices in the order a DataLoader (round-robin over workers) hands them out."""
-        s = SynthStream(dcfg, tok, mcfg.image_tokens, rank=rank, world_size=world, start=start, batch_size=bs)
-        its = [s.local_indices(w, workers) for w in range(workers)]
+        stream = TrainStream(SampleSource(1.0, lambda g: g, [], 0), rank, world, start, bs)
+        loader = torch.utils.data.DataLoader(stream, batch_size=bs, num_workers=workers, collate_fn=list)
         out: list[int] = []
-        for block in range(n // bs):
-            out.extend(next(its[block % workers]) for _ in range(bs))
-        return out
+        for batch in loader:
+            out.extend(batch)
+            if len(out) >= n:
+                return out[:n]
+        raise AssertionError("unreachable: the stream is endless")
 
-    one = consumed(0, 1, 1)
+    one = consumed(0, 1, 0)
     assert one == list(range(24))
-    assert consumed(0, 1, 4) == one  # the worker count does not change the stream
-    r0, r1 = consumed(0, 2, 2), consumed(1, 2, 3)
+    assert consumed(0, 1, 2) == one  # the worker count does not change the stream
+    r0, r1 = consumed(0, 2, 2), consumed(1, 2, 1)
     assert r0 == list(range(0, 48, 2)) and r1 == list(range(1, 48, 2))
     assert consumed(1, 2, 2, start=6, n=12) == r1[6:18]  # resume after 6 consumed samples
-
-
-def test_two_workers_two_ranks_never_repeat_and_resume_exactly(tok, mcfg, dcfg):
-    ranks = [SynthStream(dcfg, tok, mcfg.image_tokens, rank=r, world_size=2, batch_size=2) for r in (0, 1)]
-    got = [take(s, n_batches=3, batch_size=2, workers=2) for s in ranks]
-    assert [s["index"] for s in got[0]] == [0, 2, 4, 6, 8, 10]
-    assert [s["index"] for s in got[1]] == [1, 3, 5, 7, 9, 11]
-    texts = [tuple(s["input_ids"].tolist()) for s in got[0] + got[1]]
-    assert len(set(texts)) == len(texts)  # different data, not just different labels
-    # Rank 1 resumed after 2 consumed samples, no workers this time: the same continuation.
-    resumed = SynthStream(dcfg, tok, mcfg.image_tokens, rank=1, world_size=2, start=2, batch_size=2)
-    again = take(resumed, n_batches=2, batch_size=2, workers=0)
-    for x, y in zip(again, got[1][2:6]):
-        assert x["index"] == y["index"] and torch.equal(x["input_ids"], y["input_ids"])
-        assert torch.equal(x["pixel_values"], y["pixel_values"])
 
 
 def test_overlong_synthetic_samples_are_redrawn(tok, mcfg, dcfg, caplog):
     prompt = tok.chat_prompt([{"role": "user", "content": user_prompt("otsl")}], add_generation_prompt=True)
     n = len(tok.encode(tok.expand_image(prompt, mcfg.image_tokens))) + 2  # room for no 2x2 table
     tight = dataclasses.replace(dcfg, max_len=n, tasks={"otsl": 1.0})
-    stream = SynthStream(tight, tok, mcfg.image_tokens)
+    samples = SynthSamples(tight, tok, mcfg.image_tokens)
     with caplog.at_level(logging.WARNING, logger="tabvlm.data.dataset"):
         with pytest.raises(DataError, match=f"draws were all over max_len={n}"):
-            stream.sample(0)
+            samples(0)
     assert "redrawn" in caplog.text
