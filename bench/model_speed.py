@@ -24,6 +24,7 @@ import torch
 from common import write_result
 
 from tabvlm.model import TabVLM, load_model_config
+from tabvlm.train.loss import mean_token_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_TOKENS = 400
@@ -67,7 +68,7 @@ def speed(batch: int, repeats: int) -> dict[str, float]:
 
     def forward_backward() -> None:
         model.zero_grad(set_to_none=True)
-        model(ids, pixel_values=pixels, labels=ids).loss.backward()
+        mean_token_loss(model, ids, ids, pixel_values=pixels).backward()
 
     fwd = median_seconds(forward, repeats)
     fwd_bwd = median_seconds(forward_backward, repeats)

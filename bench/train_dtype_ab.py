@@ -26,8 +26,9 @@ from tabvlm.model import TabVLM
 from tabvlm.tokenizer import load_tokenizer
 from tabvlm.train import TrainConfig
 from tabvlm.train.config import build_model_config
+from tabvlm.train.distributed import cpu_has_bf16
+from tabvlm.train.loss import LossModule
 from tabvlm.train.reading import ReadingHead
-from tabvlm.train.trainer import LossModule, cpu_has_bf16
 
 
 def main() -> None:

@@ -34,6 +34,9 @@ from tabvlm.tasks import IMAGE_PLACEHOLDER
 log = logging.getLogger(__name__)
 
 VOCAB_SIZE = 12288
+# The label id a loss skips (torch's cross_entropy default): prompt and image tokens in `labels`,
+# and the reading targets of image tokens outside every cell.
+IGNORE_INDEX = -100
 N_COMMON_HANZI = 3500
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"

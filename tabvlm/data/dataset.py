@@ -40,11 +40,10 @@ from tabvlm.errors import ConfigError, DataError, TabVLMError
 from tabvlm.image import load_image, preprocess_image
 from tabvlm.tables.grid import Table
 from tabvlm.tasks import IMAGE_PLACEHOLDER, WRITABLE_TASKS, get_task, user_prompt
-from tabvlm.tokenizer import TableTokenizer
+from tabvlm.tokenizer import IGNORE_INDEX, TableTokenizer
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100  # labels value the loss skips (torch's cross_entropy default)
 
 Sample = dict[str, Any]
 

@@ -23,11 +23,11 @@ import torch
 
 from tabvlm.data.render import Rendered
 from tabvlm.tables.grid import Table
+from tabvlm.tokenizer import IGNORE_INDEX
 
 N_CHAR_CLASSES = 95  # the 94 printable ASCII characters but space, then one class for all others
 MAX_INDEX = 32  # row and column classes; deeper indices share the last
 MAX_CELL_TOKENS = 4  # LM tokens of a cell's text kept as an image token's targets
-IGNORE_INDEX = -100
 
 
 def char_class(ch: str) -> int:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -31,7 +30,6 @@ from tabvlm.model.vision import ConvStem, VisionTransformer
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TOKENIZER_NAME = "tokenizer.json"
-IGNORE_INDEX = -100
 
 
 class ImageTokenMismatchError(TabVLMError):
@@ -40,10 +38,9 @@ class ImageTokenMismatchError(TabVLMError):
 
 @dataclass
 class VLMOutput:
-    """logits (B, T, V); loss: mean next-token cross-entropy over labels != -100, or None."""
+    """logits (B, T, V). The training loss is `tabvlm.train.loss.LossModule`'s, the one loss path."""
 
     logits: torch.Tensor
-    loss: torch.Tensor | None = None
 
 
 class TabVLM(nn.Module):
@@ -131,17 +128,15 @@ class TabVLM(nn.Module):
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
         segment_ids: torch.Tensor | None = None,
         logits_to_keep: int = 0,
     ) -> VLMOutput:
-        """Logits (B, T, V) for input_ids (B, T); loss when labels (B, T) are given.
+        """Logits (B, T, V) for input_ids (B, T).
 
         attention_mask: (B, past+T), 1 = real token, left padding allowed; positions are
         cumsum(mask) - 1. cache: keys/values are appended, so pass only the new tokens.
         segment_ids: (B, T) sample index of each token in packed training rows (no cache).
-        labels: token ids aligned with input_ids (shifted inside), -100 = ignored.
         logits_to_keep: N > 0 computes logits (B, N, V) for the last N positions only (generation
         needs just the last; the head over a whole prompt is a large matmul); 0 = all.
         """
@@ -150,20 +145,11 @@ class TabVLM(nn.Module):
         embeds = self.embed(input_ids, pixel_values, check=check)
         hidden = self.language_model(embeds, attention_mask, segment_ids, cache)  # (B, T, C)
         if logits_to_keep > 0:
-            if labels is not None:
-                raise TabVLMError("labels need logits at every position; drop logits_to_keep")
             hidden = hidden[:, -logits_to_keep:]  # (B, N, C)
         logits = (
             self.packed_head(hidden) if PackedLinears.active(hidden) else self.lm_head(hidden)
         )  # (B, T or N, V)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(),
-                labels[:, 1:].flatten(),
-                ignore_index=IGNORE_INDEX,
-            )
-        return VLMOutput(logits=logits, loss=loss)
+        return VLMOutput(logits=logits)
 
     def use_int8_weights(self, on: bool = True) -> None:
         """Inference on CPU without autograd: the LM's linears and the head multiply with

@@ -5,7 +5,10 @@
     result = Trainer(cfg).fit()          # or Trainer(cfg, resume=True)
 
 Modules: `config.py` (TrainConfig, stage defaults), `data.py` (the sharded, resumable sample
-stream), `checkpoint.py` (atomic folders), `trainer.py` (the loop). Command: `tabvlm train`.
+stream), `loss.py` (the one loss path), `checkpoint.py` (what a checkpoint holds, atomic
+folders, recovery), `distributed.py` (device, ranks, collectives), `logger.py` (TensorBoard,
+wandb), `reading.py` (the reading head), `trainer.py` (the step and the loop). Command:
+`tabvlm train`.
 
 What a stage changes: the data it reads and which parts of the model train (`STAGE_TRAINS`,
 overridable with `train_vision` / `train_projector` / `train_lm`). Everything else is shared:
@@ -40,7 +43,8 @@ overridable with `train_vision` / `train_projector` / `train_lm`). Everything el
 from tabvlm.train.checkpoint import TrainingError, checkpoints, load_state
 from tabvlm.train.config import STAGE_TRAINS, EvalConfig, TrainConfig, build_model_config
 from tabvlm.train.data import SampleSource, TrainStream
-from tabvlm.train.trainer import CUDA_PEAK_FLOPS, LossModule, Trainer, TrainResult, lr_factor, param_groups
+from tabvlm.train.loss import LossModule
+from tabvlm.train.trainer import CUDA_PEAK_FLOPS, Trainer, TrainResult, lr_factor, param_groups
 
 __all__ = [
     "CUDA_PEAK_FLOPS",

@@ -1,5 +1,10 @@
-"""Checkpoint folders: written to a temporary folder, sealed with a manifest, renamed into place;
-listed, checked, recovered after a kill, loaded.
+"""Checkpoint folders: what they hold, written to a temporary folder, sealed with a manifest,
+renamed into place; listed, checked, recovered after a kill, loaded.
+
+A folder holds the model (model.safetensors, config.json, tokenizer.json), train_config.yaml
+and metrics.json; a checkpoint (out_dir/checkpoints/step-N) also trainer_state.pt (optimizer,
+scheduler, reading head, RNG, step, samples consumed, world size), out_dir/final does not.
+`save_folder` is the one save path of both.
 
 A kill can come at any point of a save. What it may leave, and what `recover` does at the next
 start (every `Trainer` calls it):
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from tabvlm.config import save
 from tabvlm.errors import TabVLMError
 from tabvlm.model.vlm import CONFIG_NAME, WEIGHTS_NAME
 
@@ -188,6 +194,99 @@ def latest_intact(out_dir: str | Path) -> Path:
 def load_state(checkpoint: str | Path) -> dict[str, Any]:
     """The non-weight state of a checkpoint (weights_only: no pickled code runs)."""
     return torch.load(Path(checkpoint) / STATE_NAME, map_location="cpu", weights_only=True)
+
+
+def load_metrics(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / METRICS_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def training_state(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    reading_head: torch.nn.Module | None,
+    step: int,
+    consumed: int,
+    world_size: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """What a resume needs beyond the weights (trainer_state.pt)."""
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "step": step,
+        "consumed": consumed,
+        "world_size": world_size,
+    }
+    if device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state()
+    if reading_head is not None:
+        state["reading_head"] = reading_head.state_dict()
+    return state
+
+
+def restore_training_state(
+    path: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    reading_head: torch.nn.Module | None,
+    world_size: int,
+    device: torch.device,
+) -> tuple[int, int]:
+    """Load checkpoint `path`'s trainer state into the given objects; (step, samples consumed)."""
+    state = load_state(path)
+    if int(state["world_size"]) != world_size:
+        raise TrainingError(
+            f"{path} was written by a run of {state['world_size']} processes; this one has "
+            f"{world_size}: the data stream would not continue exactly"
+        )
+    optimizer.load_state_dict(state["optimizer"])
+    if reading_head is not None:
+        if "reading_head" not in state:
+            raise TrainingError(f"{path} has no reading head state, and this run has reading_loss > 0")
+        reading_head.load_state_dict(state["reading_head"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    return int(state["step"]), int(state["consumed"])
+
+
+def save_folder(
+    final: Path,
+    model: Any,
+    tokenizer: Any,
+    train_config: Any,
+    metrics: dict[str, Any],
+    state: dict[str, Any] | None = None,
+) -> None:
+    """Write `final` atomically: the model folder, the recipe and metrics, and with `state` the
+    trainer state (a checkpoint); sealed, then renamed into place. OSError on failure, with the
+    temporary folder removed and any previous `final` intact."""
+    tmp = final.parent / f"{TMP}{final.name}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp, tokenizer)
+        save(train_config, tmp / "train_config.yaml")
+        (tmp / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+        if state is not None:
+            write_state(state, tmp / STATE_NAME)
+        seal(tmp)
+        replace_dir(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def prune(out_dir: Path, keep_last: int) -> None:
+    """Remove all but the last `keep_last` checkpoints (a failure is a warning: space, not data)."""
+    for old in checkpoints(out_dir)[:-keep_last]:
+        try:
+            remove_dir(old)
+        except OSError as e:
+            logger.warning("could not remove the old checkpoint %s (%s)", old, e)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tabvlm.data.reading import IGNORE_INDEX, MAX_INDEX, N_CHAR_CLASSES
+from tabvlm.data.reading import MAX_INDEX, N_CHAR_CLASSES
+from tabvlm.tokenizer import IGNORE_INDEX
 
 
 class ReadingHead(nn.Module):

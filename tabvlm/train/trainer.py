@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import resource
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -18,32 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from tabvlm.config import save, to_dict
-from tabvlm.data.dataset import (
-    IGNORE_INDEX,
-    JsonlDataset,
-    Sample,
-    SynthSamples,
-)
+from tabvlm.config import to_dict
+from tabvlm.data.dataset import JsonlDataset, Sample, SynthSamples
 from tabvlm.errors import ConfigError
 from tabvlm.model import TabVLM
-from tabvlm.tokenizer import TableTokenizer, load_tokenizer
-from tabvlm.train import checkpoint as ckpt
+from tabvlm.tokenizer import IGNORE_INDEX, TableTokenizer, load_tokenizer
 from tabvlm.train.checkpoint import (
-    METRICS_NAME,
-    STATE_NAME,
     TrainingError,
     checkpoints,
     latest_intact,
-    load_state,
+    load_metrics,
+    prune,
     recover,
-    remove_dir,
-    replace_dir,
-    seal,
+    restore_training_state,
+    save_folder,
+    training_state,
 )
 from tabvlm.train.config import TrainConfig, build_model_config
 from tabvlm.train.data import (
@@ -55,101 +44,21 @@ from tabvlm.train.data import (
     TrainStream,
     make_batch,
 )
+from tabvlm.train.distributed import (
+    all_sum,
+    barrier,
+    cpu_has_bf16,
+    dist_env,
+    init_process_group,
+    resolve_device,
+)
+from tabvlm.train.logger import TrainLogger, Window
+from tabvlm.train.loss import LossModule
 from tabvlm.train.reading import ReadingHead
 
 logger = logging.getLogger(__name__)
 
 CUDA_PEAK_FLOPS = 989e12  # H100 SXM, bf16 dense
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 dot products (avx512_bf16 or amx_bf16), from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """A TrainConfig's `device` as a torch.device (auto: cuda:local_rank when a GPU is visible,
-    else cpu; cuda without an index: cuda:local_rank); one that this machine lacks is a ConfigError."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device: expected auto, cpu, cuda, cuda:N or mps, found {name!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device: expected a visible GPU for {name!r}, found none (torch.cuda.is_available() is "
-                "False); use device=cpu or auto"
-            )
-        index = local_rank if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device: expected cuda:0 to cuda:{torch.cuda.device_count() - 1}, found {name!r} "
-                f"(local rank {local_rank})"
-            )
-        return torch.device("cuda", index)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device: expected an available mps device for {name!r}, found none")
-    return device
-
-
-# ---------------------------------------------------------------------------------------------
-# The training forward
-# ---------------------------------------------------------------------------------------------
-
-
-class LossModule(nn.Module):
-    """TabVLM's forward with a summed token cross-entropy, the LM head applied only where a
-    target is: with 12k-token vocabularies the head is most of a small model's compute, and the
-    image and prompt tokens (most of a table sample) have no target. With a `reading_head`, also
-    the summed reading loss of the image tokens (tabvlm.train.reading). DDP and torch.compile
-    wrap this module, so the whole training computation is one forward."""
-
-    def __init__(self, model: TabVLM, reading_head: ReadingHead | None = None):
-        super().__init__()
-        self.model = model
-        self.reading_head = reading_head
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor,
-        attention_mask: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-        reading: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(summed cross-entropy over labels != -100, summed reading loss (0 without a head or
-        targets), an empty tensor in the logits' dtype: a probe that survives torch.compile, for
-        the bf16 check)."""
-        m = self.model
-        features = None if pixel_values is None else m.encode_images(pixel_values)  # (N, L, C)
-        embeds = m.embed(input_ids, pixel_values, features=features)  # (B, T, C)
-        hidden = m.language_model(embeds, attention_mask, segment_ids)  # (B, T, C)
-        targets = labels[:, 1:]  # (B, T-1): token t predicts t+1
-        if torch.compiler.is_compiling():
-            # a boolean gather has a data-dependent shape (a graph break): head on every position
-            logits = m.lm_head(hidden[:, :-1]).flatten(0, 1)  # (B*(T-1), V)
-            targets = targets.flatten()
-        else:
-            keep = targets != IGNORE_INDEX
-            logits, targets = m.lm_head(hidden[:, :-1][keep]), targets[keep]  # (N_targets, V)
-        loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        reading_loss = loss.new_zeros(())
-        if self.reading_head is not None:
-            if reading is not None and features is not None:
-                embeddings = m.lm_head.weight if m.config.lm.tie_embeddings else None
-                reading_loss = self.reading_head(features, reading, embeddings)
-            else:  # a batch of jsonl records only: the head still takes part (DDP expects every grad)
-                reading_loss = sum(p.sum() for p in self.reading_head.parameters()) * 0.0
-        return loss, reading_loss, logits.new_empty(0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,27 +102,15 @@ class TrainResult:
     final_dir: Path | None
 
 
-def _dist_env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment (1 process without it)."""
-    return (
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
-
-
 class Trainer:
     """Builds model, data and optimiser from a TrainConfig; `fit()` runs to `max_steps`."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         self.cfg = cfg
-        self.rank, self.world_size, local_rank = _dist_env()
+        self.rank, self.world_size, local_rank = dist_env()
         self.is_main = self.rank == 0
         self.device = resolve_device(cfg.device, local_rank)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        if self.world_size > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        init_process_group(self.world_size, self.device)
         use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and self.device.type == "cuda")
         if use_bf16 and self.device.type == "cpu" and not cpu_has_bf16():
             # without native bf16 dot products autocast is slower than fp32 (PyTorch #86270, #118499)
@@ -228,7 +125,7 @@ class Trainer:
                 raise TrainingError(
                     f"could not recover the interrupted saves under {self.out_dir} ({e})"
                 ) from e
-        self._barrier()
+        barrier(self.world_size)
         self.resume_from = latest_intact(self.out_dir) if resume else None
         self.model, self.tokenizer = self._build_model()
         self._set_trainable()
@@ -385,81 +282,38 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------------
     def _load_state(self, path: Path) -> None:
-        state = load_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.reading_head is not None:
-            if "reading_head" not in state:
-                raise TrainingError(f"{path} has no reading head state, and this run has reading_loss > 0")
-            self.reading_head.load_state_dict(state["reading_head"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if self.device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-        self.step, self.consumed = int(state["step"]), int(state["consumed"])
-        if int(state["world_size"]) != self.world_size:
-            raise TrainingError(
-                f"{path} was written by a run of {state['world_size']} processes; this one has "
-                f"{self.world_size}: the data stream would not continue exactly"
-            )
-        self.metrics = (
-            json.loads((path / METRICS_NAME).read_text()) if (path / METRICS_NAME).is_file() else {}
+        self.step, self.consumed = restore_training_state(
+            path, self.optimizer, self.scheduler, self.reading_head, self.world_size, self.device
         )
+        self.metrics = load_metrics(path)
         logger.info("resumed from %s (step %d, %d samples per rank consumed)", path, self.step, self.consumed)
 
     def save_checkpoint(self) -> Path:
         """Write out_dir/checkpoints/step-N atomically, then drop all but the last `keep_last`."""
-        root = self.out_dir / "checkpoints"
-        final = root / f"step-{self.step:07d}"
-        tmp = root / f".tmp-step-{self.step:07d}"
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "step": self.step,
-            "consumed": self.consumed,
-            "world_size": self.world_size,
-        }
-        if self.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state()
-        if self.reading_head is not None:
-            state["reading_head"] = self.reading_head.state_dict()
+        final = self.out_dir / "checkpoints" / f"step-{self.step:07d}"
+        state = training_state(self.optimizer, self.scheduler, self.reading_head, self.step, self.consumed,
+                               self.world_size, self.device)  # fmt: skip
         try:
-            self.model.save_pretrained(tmp, self.tokenizer)
-            save(self.cfg, tmp / "train_config.yaml")
-            (tmp / METRICS_NAME).write_text(json.dumps({"step": self.step, **self.metrics}, indent=2))
-            ckpt.write_state(state, tmp / STATE_NAME)
-            seal(tmp)
-            replace_dir(tmp, final)
+            save_folder(final, self.model, self.tokenizer, self.cfg, self._metrics_file(), state)
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise TrainingError(
                 f"could not write checkpoint {final} ({e}); the previous checkpoints are intact"
             ) from e
-        for old in checkpoints(self.out_dir)[: -self.cfg.keep_last]:
-            try:
-                remove_dir(old)
-            except OSError as e:
-                logger.warning("could not remove the old checkpoint %s (%s)", old, e)
+        prune(self.out_dir, self.cfg.keep_last)
         logger.info("saved %s", final)
         return final
 
     def save_final(self) -> Path:
         """The model folder out_dir/final (loadable by TabVLM / TableRecognizer.from_pretrained)."""
         final = self.out_dir / "final"
-        tmp = self.out_dir / ".tmp-final"
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
-            self.model.save_pretrained(tmp, self.tokenizer)
-            save(self.cfg, tmp / "train_config.yaml")
-            (tmp / METRICS_NAME).write_text(json.dumps({"step": self.step, **self.metrics}, indent=2))
-            seal(tmp)
-            replace_dir(tmp, final)
+            save_folder(final, self.model, self.tokenizer, self.cfg, self._metrics_file())
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise TrainingError(f"could not write the model folder {final} ({e})") from e
         return final
+
+    def _metrics_file(self) -> dict[str, Any]:
+        return {"step": self.step, **self.metrics}
 
     # -- one step -------------------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -494,11 +348,7 @@ class Trainer:
         return loss_sum, reading_sum, int(batch["attention_mask"].sum())
 
     def _all_sum(self, values: list[float]) -> list[float]:
-        if self.world_size == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
+        return all_sum(values, self.world_size, self.device)
 
     def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step over `grad_accum` micro-batches; the loss is the mean over every
@@ -602,10 +452,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to max_steps; checkpoints, logs, evaluation; returns the final numbers."""
         cfg = self.cfg
-        writer = self._writer()
-        wandb = self._wandb()
+        logs = TrainLogger(self.is_main, self.out_dir, cfg.tensorboard, cfg.wandb_project, to_dict(cfg))
         loader = self._loader()
-        peak = self._peak_flops()
         bar = None
         if self.is_main and cfg.progress:
             from tqdm import tqdm
@@ -614,121 +462,74 @@ class Trainer:
                 total=cfg.max_steps, initial=self.step, unit="step", desc=cfg.stage, dynamic_ncols=True
             )
         stats: dict[str, float] = {"loss": float("nan")}
-        window_t, window_tokens, window_samples, window_loss, window_n = time.perf_counter(), 0.0, 0.0, 0.0, 0
-        window_read = 0.0
-        t_start = time.perf_counter()
+        window = Window()
         try:
             while self.step < cfg.max_steps:
-                batches = [next(loader) for _ in range(cfg.grad_accum)]
-                stats = self.train_step(batches)
-                window_tokens += stats["tokens"]
-                window_samples += stats["samples"]
-                window_loss += stats["loss"]
-                window_read += stats["reading_loss"]
-                window_n += 1
+                stats = self.train_step([next(loader) for _ in range(cfg.grad_accum)])
+                window.add(stats)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{stats['loss']:.4f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    dt = time.perf_counter() - window_t
-                    tok_s, smp_s = window_tokens / dt, window_samples / dt
-                    scalars = {
-                        "train/loss": window_loss / window_n,
-                        "train/lr": stats["lr"],
-                        "train/grad_norm": stats["grad_norm"],
-                        "perf/tokens_per_s": tok_s,
-                        "perf/samples_per_s": smp_s,
-                        "perf/memory_mb": self._memory_mb(),
-                    }
-                    if self.reading_head is not None:
-                        scalars["train/reading_loss"] = window_read / window_n
-                    mfu = 6 * self.n_params * tok_s / peak if peak else None
-                    if mfu is not None:
-                        scalars["perf/mfu"] = mfu
-                    self._log(writer, wandb, scalars)
-                    if self.is_main:
-                        logger.info(
-                            "step %d/%d | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | %.1f samples/s | "
-                            "mfu %s | %.1f min%s",
-                            self.step, cfg.max_steps, scalars["train/loss"], stats["lr"], stats["grad_norm"],
-                            tok_s, smp_s, "n/a" if mfu is None else f"{100 * mfu:.2f}%",
-                            (time.perf_counter() - t_start) / 60,
-                            f" | reading {scalars['train/reading_loss']:.4f}" if self.reading_head else "",
-                        )  # fmt: skip
-                    self.metrics["loss"] = scalars["train/loss"]
-                    window_t, window_tokens, window_samples, window_loss, window_n = (
-                        time.perf_counter(),
-                        0,
-                        0,
-                        0,
-                        0,
-                    )
-                    window_read = 0.0
+                    self._log_window(window, stats, logs)
+                    window.reset()
                 if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.max_steps:
-                    self._run_eval(cfg.eval.samples, writer, wandb)
+                    self._run_eval(cfg.eval.samples, logs)
                 if self.step % cfg.save_every == 0 and self.step < cfg.max_steps:
-                    self._barrier()
+                    barrier(self.world_size)
                     if self.is_main:
                         self.save_checkpoint()
             if bar is not None:
                 bar.close()
             if cfg.eval.final_samples and cfg.stage == "vlm-sft":
-                self._run_eval(cfg.eval.final_samples, writer, wandb, prefix="final")
+                self._run_eval(cfg.eval.final_samples, logs, prefix="final")
             final_dir = None
-            self._barrier()
+            barrier(self.world_size)
             if self.is_main:
                 self.save_checkpoint()
                 final_dir = self.save_final()
-                logger.info("final model: %s (%.1f min)", final_dir, (time.perf_counter() - t_start) / 60)
+                logger.info("final model: %s (%.1f min)", final_dir, logs.minutes)
         finally:
             if bar is not None:
                 bar.close()
-            if writer is not None:
-                writer.close()
-            if wandb is not None:
-                wandb.finish()
+            logs.close()
         return TrainResult(self.step, stats["loss"], dict(self.metrics), final_dir)
 
-    def _run_eval(self, n: int, writer: Any, wandb: Any, prefix: str = "eval") -> None:
+    def _log_window(self, window: Window, stats: dict[str, float], logs: TrainLogger) -> None:
+        """The scalars of the steps since the last log line, and the line (rank 0)."""
+        tok_s, smp_s = window.rates()
+        scalars = {
+            "train/loss": window.loss / window.steps,
+            "train/lr": stats["lr"],
+            "train/grad_norm": stats["grad_norm"],
+            "perf/tokens_per_s": tok_s,
+            "perf/samples_per_s": smp_s,
+            "perf/memory_mb": self._memory_mb(),
+        }
+        if self.reading_head is not None:
+            scalars["train/reading_loss"] = window.reading / window.steps
+        peak = self._peak_flops()
+        mfu = 6 * self.n_params * tok_s / peak if peak else None
+        if mfu is not None:
+            scalars["perf/mfu"] = mfu
+        logs.scalars(scalars, self.step)
+        self.metrics["loss"] = scalars["train/loss"]
+        if self.is_main:
+            logger.info(
+                "step %d/%d | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | %.1f samples/s | mfu %s | %.1f min%s",
+                self.step, self.cfg.max_steps, scalars["train/loss"], stats["lr"], stats["grad_norm"], tok_s, smp_s,
+                "n/a" if mfu is None else f"{100 * mfu:.2f}%", logs.minutes,
+                f" | reading {scalars['train/reading_loss']:.4f}" if self.reading_head else "",
+            )  # fmt: skip
+
+    def _run_eval(self, n: int, logs: TrainLogger, prefix: str = "eval") -> None:
         if not self.is_main or self.cfg.stage != "vlm-sft":
             return
         t0 = time.perf_counter()
         scores = self.evaluate(n)
         self.metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
-        self._log(writer, wandb, {f"{prefix}/{k}": v for k, v in scores.items()})
+        logs.scalars({f"{prefix}/{k}": v for k, v in scores.items()}, self.step)
         logger.info(
             "%s step %d | %d tables | ED %.4f | TEDS %.4f | TEDS-struct %.4f | %.0f s",
             prefix, self.step, n, scores["ed"], scores["teds"], scores["teds_struct"], time.perf_counter() - t0,
         )  # fmt: skip
-
-    def _barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def _writer(self) -> Any:
-        if not (self.is_main and self.cfg.tensorboard):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            logger.warning("tensorboard is not installed: no TensorBoard logs (pip install tabvlm[train])")
-            return None
-        return SummaryWriter(str(self.out_dir / "tensorboard"))
-
-    def _wandb(self) -> Any:
-        if not (self.is_main and self.cfg.wandb_project):
-            return None
-        try:
-            import wandb
-        except ImportError:
-            logger.warning("wandb_project is set but wandb is not installed: skipped")
-            return None
-        wandb.init(project=self.cfg.wandb_project, config=to_dict(self.cfg))
-        return wandb
-
-    def _log(self, writer: Any, wandb: Any, scalars: dict[str, float]) -> None:
-        if writer is not None:
-            for k, v in scalars.items():
-                writer.add_scalar(k, v, self.step)
-        if wandb is not None:
-            wandb.log(scalars, step=self.step)

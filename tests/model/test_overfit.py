@@ -8,6 +8,7 @@ import torch
 from tabvlm.model import TabVLM, load_model_config
 from tabvlm.tasks import user_prompt
 from tabvlm.tokenizer import load_tokenizer
+from tabvlm.train.loss import mean_token_loss
 
 TINY = Path(__file__).parents[2] / "configs" / "tiny.yaml"
 HTML = (
@@ -41,7 +42,7 @@ def test_tiny_model_overfits_one_table(one_thread):
 
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     for _ in range(120):
-        loss = model(ids, pixel_values=pixels, labels=labels).loss
+        loss = mean_token_loss(model, ids, labels, pixel_values=pixels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from tabvlm.errors import TabVLMError
 from tabvlm.model import ImageTokenMismatchError, TabVLM, load_model_config
 from tabvlm.model.projector import pixel_shuffle
+from tabvlm.train.loss import mean_token_loss
 
 TINY = Path(__file__).parents[2] / "configs" / "tiny.yaml"
 
@@ -45,7 +46,7 @@ def test_shapes(model):
     assert feats.shape == (3, model.image_tokens, cfg.lm.hidden_size)
     ids = torch.cat([prompt(model, 1), prompt(model, 1)])  # (2, T)
     out = model(ids, pixel_values=images(2))
-    assert out.logits.shape == (2, ids.shape[1], cfg.lm.vocab_size) and out.loss is None
+    assert out.logits.shape == (2, ids.shape[1], cfg.lm.vocab_size)
 
 
 def test_pixel_shuffle_folds_neighbour_blocks():
@@ -103,13 +104,14 @@ def test_cached_decoding_with_an_image_matches_full_forward(model):
     assert (torch.cat([pre, *rest], dim=1) - full).abs().max() <= 1e-5
 
 
-def test_loss_is_shifted_cross_entropy_ignoring_minus_100(model):
+def test_the_training_loss_is_shifted_cross_entropy_ignoring_minus_100(model):
+    """The loss that trains (LossModule: the head only where a target is) against the logits."""
     ids = prompt(model, 1)
     labels = ids.clone()
     labels[:, :25] = -100  # prompt and image: no loss
-    out = model(ids, pixel_values=images(1), labels=labels)
-    expected = F.cross_entropy(out.logits[0, 24:-1], ids[0, 25:])
-    assert torch.allclose(out.loss, expected, atol=1e-6)
+    loss = mean_token_loss(model, ids, labels, pixel_values=images(1))
+    expected = F.cross_entropy(model(ids, pixel_values=images(1)).logits[0, 24:-1], ids[0, 25:])
+    assert torch.allclose(loss, expected, atol=1e-6)
 
 
 def test_parameter_names_follow_siglip_and_llama(model):
