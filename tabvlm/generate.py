@@ -77,12 +77,6 @@ def _left_pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     return input_ids, mask
 
 
-def _keep_rows(cache: Any, rows: torch.Tensor) -> None:
-    """Drop finished rows from a KVCache in place (a gather of every layer's keys and values)."""
-    cache.keys = [k.index_select(0, rows) for k in cache.keys]
-    cache.values = [v.index_select(0, rows) for v in cache.values]
-
-
 def sample(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> torch.Tensor:
@@ -121,7 +115,7 @@ def generate(
 
     Args:
         model: a `TabVLM` (anything with `forward(input_ids, pixel_values, attention_mask, cache,
-            logits_to_keep)` returning `.logits`, and `new_cache(batch, max_len)`; a
+            logits_to_keep)` returning `.logits`, and `new_cache(batch, max_len)` (a `KVCache`); a
             `max_positions` attribute, when it has one, caps prompt + new tokens).
         pixel_values: (B, 3, S, S) images in the order their `<|image_pad|>` runs appear, or None.
         prompts: chat texts (see `image_prompt`) or token id lists, one per sequence.
@@ -212,7 +206,7 @@ def generate(
             rows = [rows[j] for j in keep]
             states, next_ids, full_mask = states[keep], next_ids[sel], full_mask[sel]
             if cache is not None:
-                _keep_rows(cache, sel)
+                cache.keep_rows(sel)
             else:
                 seqs = seqs[sel]
                 pixel_values = None if pixel_values is None else pixel_values[sel]

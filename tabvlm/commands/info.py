@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
 
     cfg = load_model_config(args.path, args.overrides)
     with torch.device("meta"):
-        model = TabVLM(cfg, load_pretrained=False)  # counts only: never read backbone folders
+        model = TabVLM(cfg)  # on the meta device: counts only
     params = model.num_parameters()
     if args.json:
         print(json.dumps({"params": params, "image_tokens": cfg.image_tokens}))

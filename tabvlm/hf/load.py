@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from tabvlm.errors import ConfigError
 from tabvlm.model.config import LMConfig, ModelConfig, VisionConfig
+from tabvlm.model.vlm import TabVLM
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,15 @@ def load_backbones(model: torch.nn.Module, config: ModelConfig) -> None:
             )
         model.load_state_dict(state, strict=False)
         log.info("language model loaded from %s", config.lm.pretrained)
+
+
+def init_model(config: ModelConfig) -> TabVLM:
+    """A new TabVLM for training: random weights, then the pretrained backbones its config names
+    (local transformers folders), if any."""
+    model = TabVLM(config)
+    if config.vision.pretrained or config.lm.pretrained:
+        load_backbones(model, config)
+    return model
 
 
 def with_pretrained_shapes(config: ModelConfig) -> ModelConfig:

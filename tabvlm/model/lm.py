@@ -72,6 +72,11 @@ class KVCache:
         """Mark `n` more positions as filled (called once per forward, after every layer)."""
         self.length += n
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows `rows` (generation drops its finished rows): a gather per layer."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
 
 def positions_and_mask(
     batch: int,

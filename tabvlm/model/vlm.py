@@ -46,9 +46,10 @@ class VLMOutput:
 class TabVLM(nn.Module):
     """The table-to-HTML vision-language model."""
 
-    def __init__(self, config: ModelConfig, load_pretrained: bool = True):
-        """A randomly initialised model; with `load_pretrained`, the vision tower and LM then take
-        the weights of `config.vision.pretrained` / `config.lm.pretrained` (local HF folders)."""
+    def __init__(self, config: ModelConfig):
+        """A randomly initialised model. Reads nothing from disk: pretrained backbones
+        (`config.vision.pretrained` / `config.lm.pretrained`) are loaded by
+        `tabvlm.hf.load.init_model`, saved weights by `from_pretrained`."""
         super().__init__()
         self.config = config
         self.vision_model = VisionTransformer(config.vision)
@@ -59,11 +60,6 @@ class TabVLM(nn.Module):
         if config.lm.tie_embeddings:
             self.lm_head.weight = self.language_model.embed_tokens.weight
         self.packed_head = PackedLinears(self.lm_head)
-        if load_pretrained and (config.vision.pretrained or config.lm.pretrained):
-            # Late import: tabvlm.hf.load imports tabvlm.model, whose __init__ imports this module.
-            from tabvlm.hf.load import load_backbones
-
-            load_backbones(self, config)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -208,7 +204,7 @@ class TabVLM(nn.Module):
                     f"{directory}: missing {name} (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})"
                 )
         # The saved weights already hold any pretrained backbones: no need to read their folders.
-        model = cls(load_model_config(directory / CONFIG_NAME), load_pretrained=False)
+        model = cls(load_model_config(directory / CONFIG_NAME))
         weights = directory / WEIGHTS_NAME
         try:
             state = load_file(str(weights), device="cpu")

@@ -21,6 +21,7 @@ from torch import nn
 from tabvlm.config import to_dict
 from tabvlm.data.dataset import JsonlDataset, Sample, SynthSamples
 from tabvlm.errors import ConfigError
+from tabvlm.hf.load import init_model
 from tabvlm.model import TabVLM
 from tabvlm.tokenizer import IGNORE_INDEX, TableTokenizer, load_tokenizer
 from tabvlm.train.checkpoint import (
@@ -187,7 +188,7 @@ class Trainer:
             config = build_model_config(cfg)
             with torch.random.fork_rng(devices=[]):  # weights from cfg.seed, global RNG untouched
                 torch.manual_seed(cfg.seed)
-                model = TabVLM(config)
+                model = init_model(config)  # pretrained backbones, when the recipe names them
             tokenizer = load_tokenizer(cfg.tokenizer)
         if tokenizer.vocab_size > model.config.lm.vocab_size:
             raise ConfigError(

@@ -10,7 +10,7 @@ import torch
 import transformers  # a dev dependency: a missing install fails, never skips
 
 from tabvlm.errors import ConfigError
-from tabvlm.hf.load import lm_config_from_hf, vision_config_from_hf, with_pretrained_shapes
+from tabvlm.hf.load import init_model, lm_config_from_hf, vision_config_from_hf, with_pretrained_shapes
 from tabvlm.model.config import ModelConfig, ProjectorConfig
 from tabvlm.model.vlm import TabVLM
 
@@ -43,7 +43,7 @@ def _model_with(tmp_path, vision=None, lm=None, image_size: int = 32) -> TabVLM:
         vision=dataclasses.replace(cfg.vision, image_size=image_size, patch_size=8, pretrained=vision),
         lm=dataclasses.replace(cfg.lm, vocab_size=300, pretrained=lm),
     )
-    return TabVLM(with_pretrained_shapes(cfg)).eval()
+    return init_model(with_pretrained_shapes(cfg)).eval()
 
 
 def test_siglip_vision_matches_transformers(tmp_path):
@@ -122,7 +122,15 @@ def test_recipe_that_disagrees_with_the_folder_is_an_error(tmp_path):
     cfg = ModelConfig(vision=vision)
     cfg = dataclasses.replace(cfg, lm=dataclasses.replace(cfg.lm, vocab_size=300))
     with pytest.raises(ConfigError, match=r"vision.num_layers=2 \(recipe has 3\)"):
-        TabVLM(cfg)
+        init_model(cfg)
+
+
+def test_the_model_constructor_reads_no_disk(tmp_path):
+    """Only init_model (training) reads the backbone folders: TabVLM(config) is random weights."""
+    vision = dataclasses.replace(ModelConfig().vision, pretrained=str(tmp_path / "absent"))
+    TabVLM(dataclasses.replace(ModelConfig(), vision=vision))  # no folder, no error
+    with pytest.raises(ConfigError, match="absent"):
+        init_model(dataclasses.replace(ModelConfig(), vision=vision))
 
 
 def test_saved_model_does_not_reread_the_pretrained_folder(tmp_path):
