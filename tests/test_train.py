@@ -467,6 +467,8 @@ def test_resume_skips_a_damaged_newest_checkpoint_with_a_warning(
     result = trainer.fit()
     expected = load_file(str(two_checkpoints / "run" / "final" / "model.safetensors"))
     assert max_diff(load_file(str(result.final_dir / "model.safetensors")), expected) <= 1e-6
+    # the resumed run's folders say its own step, not the one its checkpoint's metrics held
+    assert json.loads((result.final_dir / "metrics.json").read_text())["step"] == 4
 
 
 def test_resume_checks_checkpoints_written_before_manifests_by_loading_them(

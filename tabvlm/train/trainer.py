@@ -314,7 +314,7 @@ class Trainer:
         return final
 
     def _metrics_file(self) -> dict[str, Any]:
-        return {"step": self.step, **self.metrics}
+        return {**self.metrics, "step": self.step}  # a resumed run's metrics hold the old step
 
     # -- one step -------------------------------------------------------------------------------
     def _autocast(self) -> Any:
