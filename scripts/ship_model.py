@@ -2,11 +2,15 @@
 
 Run as: python scripts/ship_model.py RUN_DIR/final --core-hours H [--notes TEXT] [--force]
                                      [--synth-test data/synth-test/gt.jsonl] [--out models/tabvlm-base]
+                                     [--predictions DIR]
 
 1. Copies the model folder's weights, config and tokenizer into a temporary folder beside `--out`.
 2. Scores that copy with `tabvlm eval` on the standard synthetic test (`tabvlm synth --n 1000
    --seed 1234`), on `../shared/realtables` (when present) and on `examples/`, saving predictions
-   and per-category scores under `<out>/eval/`.
+   and per-category scores under `<out>/eval/`. `--predictions DIR`: a set whose
+   `DIR/<set>.pred.jsonl` exists (written by `tabvlm eval --model RUN_DIR/final --save-pred`, i.e.
+   by these same weights: greedy decoding is deterministic) is scored from it instead of decoded
+   again.
 3. Refuses (exit 1) unless it beats the shipped model's TEDS on the synthetic test (`--force`:
    ship anyway, e.g. the first model).
 4. Appends this session to `<out>/lineage.json` (recipe, init, steps, samples, core-hours: what the
@@ -44,12 +48,19 @@ def eval_sets(synth_test: Path) -> dict[str, Path]:
     return {name: path for name, path in sets.items() if path.is_file()}
 
 
-def evaluate(model: Path, name: str, gt: Path, out: Path) -> dict[str, Any]:
-    """Scores of `model` on `gt` ({category: {n, ed, teds, teds_struct}}), via `tabvlm eval`."""
+def evaluate(model: Path, name: str, gt: Path, out: Path, predictions: Path | None = None) -> dict[str, Any]:
+    """Scores of `model` on `gt` ({category: {n, ed, teds, teds_struct}}), via `tabvlm eval`:
+    decoded now, or scored from `predictions/<name>.pred.jsonl` when that exists."""
     out.mkdir(parents=True, exist_ok=True)
+    made = predictions / f"{name}.pred.jsonl" if predictions else None
+    if made is not None and made.is_file():
+        shutil.copy2(made, out / f"{name}.pred.jsonl")
+        source = ["--pred", f"{model.name}={out / f'{name}.pred.jsonl'}"]
+    else:
+        source = ["--model", str(model), "--save-pred", str(out / f"{name}.pred.jsonl")]
     cmd = [
-        sys.executable, "-m", "tabvlm.cli", "eval", "--data", str(gt), "--model", str(model),
-        "--save-pred", str(out / f"{name}.pred.jsonl"), "--json", str(out / f"{name}.json"), "--jobs", "2",
+        sys.executable, "-m", "tabvlm.cli", "eval", "--data", str(gt), *source,
+        "--json", str(out / f"{name}.json"), "--jobs", "2",
     ]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -121,6 +132,7 @@ def main() -> int:
     ap.add_argument("--recipe", default="configs/default-sft.yaml", help="the recipe the run used")
     ap.add_argument("--notes", default="", help="Markdown for the card's notes section")
     ap.add_argument("--force", action="store_true", help="ship even when it does not beat the shipped model")
+    ap.add_argument("--predictions", type=Path, help="folder of <set>.pred.jsonl these weights already made")
     args = ap.parse_args()
 
     for name in (*MODEL_FILES, "train_config.yaml", "metrics.json"):
@@ -141,7 +153,10 @@ def main() -> int:
     for name in (*MODEL_FILES, "train_config.yaml"):
         shutil.copy2(args.model / name, tmp / name)
 
-    scores = {name: evaluate(tmp, name, gt, tmp / "eval") for name, gt in eval_sets(args.synth_test).items()}
+    scores = {
+        name: evaluate(tmp, name, gt, tmp / "eval", args.predictions)
+        for name, gt in eval_sets(args.synth_test).items()
+    }
     old_card = args.out / "lineage.json"
     old = json.loads(old_card.read_text()) if old_card.is_file() else {"sessions": [], "scores": {}}
     old_teds = old["scores"].get("synth-test", {}).get("all", {}).get("teds")
