@@ -103,9 +103,8 @@ class TableRecognizer:
         (drawn from `seed`) from a config YAML (tests, benchmarks). `path=None`: the shipped
         default model `models/tabvlm-base/`. `dtype` "float32" (default), "bfloat16" or "int8":
         bf16 halves the weights' memory; whether it is faster depends on the CPU's bf16 kernels
-        (on the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not: 81 vs 99 tokens/s at batch 1,
-        no faster at batch 8). "int8" keeps a float32 model and runs the LM's linears and head on
-        CPU as weight-only int8 with bf16 activations (`TabVLM.use_int8_weights`): close to, not
+        (on the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not). "int8" keeps a float32 model
+        and runs the LM's linears and head on CPU as weight-only int8 with bf16 activations (`TabVLM.use_int8_weights`): close to, not
         equal to, float32's outputs (docs/BENCHMARKS.md measures both). Other keyword arguments
         go to the constructor."""
         torch_dtype = parse_dtype(dtype)

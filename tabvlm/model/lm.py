@@ -15,8 +15,8 @@ step (one new token after a filled cache) builds no causal mask, only the paddin
 `attention_mask` when there is one; GQA uses SDPA's `enable_gqa` instead of copying the cached
 keys/values for every query head; RoPE is one `roll` and two multiplies. Without autograd on
 CPU, q/k/v and gate/up run as one matmul each against packed, transposed copies of their
-weights (`PackedLinears`), and so does the head: measured 10.6 -> 7.4 ms a decode step on the
-base model (docs/BENCHMARKS.md).
+weights (`PackedLinears`), and so does the head: fewer, larger matmuls in the layout BLAS reads
+fastest at batch 1 (the speed-up is measured in docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
