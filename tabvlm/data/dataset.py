@@ -340,6 +340,13 @@ class DataConfig:
                 f"data: image_size and max_len must be >= 1, found {self.image_size}, {self.max_len}"
             )
 
+    def draw_task(self, stream: str, index: int) -> str:
+        """The task of sample `index` of `stream` ("task" for drawn samples, "shard-task" for shard
+        positions): drawn from `tasks`' weights by its own generator, seeded by (stream, seed, index)."""
+        names = [t for t, w in self.tasks.items() if w > 0]
+        weights = [self.tasks[t] for t in names]
+        return random.Random(f"{stream}:{self.seed}:{index}").choices(names, weights)[0]
+
 
 def image_sample(
     table: Table,
@@ -386,12 +393,10 @@ class SynthSamples:
                 cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.synth.zh_rate > 0
             )
         )
-        self._tasks = [t for t, w in cfg.tasks.items() if w > 0]
-        self._weights = [cfg.tasks[t] for t in self._tasks]
 
     def __call__(self, index: int) -> Sample:
         """The sample at global `index` (also carries `index` and `task`)."""
-        task = random.Random(f"task:{self.cfg.seed}:{index}").choices(self._tasks, self._weights)[0]
+        task = self.cfg.draw_task("task", index)
         for attempt in range(MAX_ATTEMPTS):
             grid_rng, draw_rng = sample_rngs(self.cfg.seed, index, attempt)
             table = synthesize(grid_rng, self.cfg.synth)

@@ -119,12 +119,10 @@ class SynthText:
 
     def __init__(self, data: DataConfig, tokenizer: TableTokenizer):
         self.data, self.tokenizer = data, tokenizer
-        self.tasks = [t for t, w in data.tasks.items() if w > 0]
-        self.weights = [data.tasks[t] for t in self.tasks]
 
     def __call__(self, index: int) -> Sample:
         table = synthesize(sample_rngs(self.data.seed, index)[0], self.data.synth)  # SynthSamples' grid
-        task = random.Random(f"task:{self.data.seed}:{index}").choices(self.tasks, self.weights)[0]
+        task = self.data.draw_task("task", index)
         return encode_text(self.tokenizer, synth_answer(task, table), self.data.max_len)
 
 
@@ -145,8 +143,6 @@ class ShardSamples:
             reading,
         )
         self.reader = ShardReader(expand_shards(data.shards))  # reads every header now: errors at start
-        self.tasks = [t for t, w in data.tasks.items() if w > 0]
-        self.weights = [data.tasks[t] for t in self.tasks]
         self._perm: tuple[int, list[int]] | None = None
 
     def __len__(self) -> int:
@@ -162,9 +158,9 @@ class ShardSamples:
         return self._perm[1][pos]
 
     def __call__(self, k: int) -> Sample:
+        task = self.data.draw_task("shard-task", k)
         for attempt in range(MAX_ATTEMPTS):
             item = self.reader[self.position(k + attempt)]
-            task = random.Random(f"shard-task:{self.data.seed}:{k}").choices(self.tasks, self.weights)[0]
             conv = [
                 {"role": "user", "content": user_prompt(task)},
                 {"role": "assistant", "content": synth_answer(task, item.table)},
