@@ -4,7 +4,8 @@ Run as: python scripts/score_by_source.py --pred NAME=PRED.jsonl [NAME=PRED.json
                                           [--gt ../shared/realtables/gt.jsonl] [--json OUT.json]
 
 The source of a table is its id's prefix (`ptn-`, `icdar`, `odb-`); scoring is `tabvlm.evaluate`'s,
-so the numbers are those of `tabvlm eval` on each subset. Prints a Markdown table (TEDS, TEDS-struct
+each table scored once and averaged per source, so the numbers are those of `tabvlm eval` on
+each subset. Prints a Markdown table (TEDS, TEDS-struct
 and ED per source, n beside each) and writes the same numbers as JSON.
 """
 
@@ -37,11 +38,14 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     for spec in args.pred:
         name, _, path = spec.partition("=")
-        preds = load_predictions(path)
+        by_id = {
+            s["id"]: s for s in evaluate(items, load_predictions(path)).samples
+        }  # each table scored once
         results[name] = {}
         for group, members in groups.items():
-            s = evaluate(members, preds).summaries["all"]
-            results[name][group] = {"n": s.n, "teds": s.teds, "teds_struct": s.teds_struct, "ed": s.ed}
+            scores = [by_id[item.id] for item in members]
+            means = {m: sum(s[m] for s in scores) / len(scores) for m in ("teds", "teds_struct", "ed")}
+            results[name][group] = {"n": len(scores), **means}
     names = list(groups)
     print("| system | " + " | ".join(f"{g} (n={len(groups[g])}) TEDS / struct / ED" for g in names) + " |")
     print("|---|" + "---|" * len(names))
