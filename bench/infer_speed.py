@@ -5,10 +5,12 @@ tokens: stopping disabled). The time covers the whole table: vision tower, prefi
 Run as: .venv/bin/python bench/infer_speed.py [--config configs/base.yaml] [--tokens 400]
         [--batch-sizes 1 8] [--dtypes float32 bfloat16] [--repeats 3] [--threads 2]
         [--out bench/results/infer_speed.json]
-        --packed-ab: instead, batch 1 float32 with the packed decode weights (tabvlm.model.lm.
-        PackedLinears) on and off in alternating rounds, and whether both give the same tokens.
-        --int8-ab: instead, batch 1 with the packed weights in float32 and in int8
-        (`TabVLM.use_int8_weights`) in alternating rounds, and where their tokens first differ.
+        --packed-ab: instead, batch 1 float32 with and without the CPU decode transform
+        (tabvlm.model.decode.prepare_cpu_decode: fused matmuls) in alternating rounds, and
+        whether both give the same tokens.
+        --int8-ab: instead, batch 1 with the transform in float32 and in int8 in alternating
+        rounds, and where their tokens first differ.
+The recognizer applies the transform on CPU, so the main table measures what users get.
 """
 
 from __future__ import annotations
@@ -98,38 +100,34 @@ def main() -> None:
 
 
 def ab(args: argparse.Namespace) -> None:
-    """Two modes of one model in alternating rounds (batch 1, grammar on, 400 tokens)."""
-    from tabvlm.model import lm
+    """Two decode paths of the same weights in alternating rounds (batch 1, grammar on, 400 tokens)."""
+    import copy
 
-    rec = TableRecognizer.from_pretrained(args.config, seed=0)
-    model, tok = rec.model, rec.tokenizer
-    size = model.config.vision.image_size
-    px = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    prompt = image_prompt(tok, model.image_tokens)
-    active = lm.PackedLinears.active
+    from tabvlm.model import TabVLM, load_model_config
+    from tabvlm.model.decode import prepare_cpu_decode
+    from tabvlm.tokenizer import load_tokenizer
 
-    def packed(on: bool) -> None:
-        lm.PackedLinears.active = staticmethod(active if on else lambda x: False)
-
-    modes = (
-        {"packed": lambda: packed(True), "plain": lambda: packed(False)}
+    torch.manual_seed(0)  # the random weights from_pretrained(config, seed=0) draws
+    plain = TabVLM(load_model_config(args.config)).eval()
+    tok = load_tokenizer()
+    fused = prepare_cpu_decode(copy.deepcopy(plain))
+    models = (
+        {"fused": fused, "plain": plain}
         if args.packed_ab
-        else {"int8": lambda: model.use_int8_weights(True), "float32": lambda: model.use_int8_weights(False)}
+        else {"int8": prepare_cpu_decode(copy.deepcopy(plain), int8=True), "float32": fused}
     )
-    fast, slow = modes
-    times: dict[str, list[float]] = {m: [] for m in modes}
+    fast, slow = models
+    size = plain.config.vision.image_size
+    px = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    prompt = image_prompt(tok, plain.image_tokens)
+    times: dict[str, list[float]] = {m: [] for m in models}
     tokens: dict[str, list[int]] = {}
-    try:
-        for _ in range(args.repeats):
-            for mode, setup in modes.items():
-                setup()
-                t = time.perf_counter()
-                out = generate(model, tok, px, [prompt], max_new_tokens=args.tokens, ignore_eos=True)
-                times[mode].append(time.perf_counter() - t)
-                tokens[mode] = out.tokens[0]
-    finally:
-        packed(True)
-        model.use_int8_weights(False)
+    for _ in range(args.repeats):
+        for mode, model in models.items():
+            t = time.perf_counter()
+            out = generate(model, tok, px, [prompt], max_new_tokens=args.tokens, ignore_eos=True)
+            times[mode].append(time.perf_counter() - t)
+            tokens[mode] = out.tokens[0]
     med = {m: statistics.median(v) for m, v in times.items()}
     rows = {m: {"median_s": round(med[m], 3), "tokens_per_s": round(args.tokens / med[m], 1),
                 "all_s": [round(x, 3) for x in times[m]]} for m in times}  # fmt: skip

@@ -24,6 +24,7 @@ from tabvlm.errors import ConfigError, TableError, TabVLMError
 from tabvlm.generate import generate, image_prompt
 from tabvlm.image import ImageSource, load_image, preprocess_images
 from tabvlm.model import TabVLM, load_model_config
+from tabvlm.model.decode import prepare_cpu_decode
 from tabvlm.model.vlm import TOKENIZER_NAME
 from tabvlm.tables.grid import Table
 from tabvlm.tables.html import to_html
@@ -65,13 +66,13 @@ DTYPES = {
     "fp32": torch.float32,
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
-    "int8": torch.float32,  # a float32 model whose LM linears run weight-only int8 (CPU)
+    "int8": torch.float32,  # loaded as float32, then the LM's linears become weight-only int8 (CPU)
 }
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """'float32' | 'fp32' | 'bfloat16' | 'bf16' | 'int8' (or a torch float dtype of those) -> the
-    torch dtype the model's parameters are held in ('int8' keeps float32 parameters)."""
+    torch dtype the model is loaded in ('int8' loads float32, then quantises the LM's linears)."""
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
@@ -103,11 +104,16 @@ class TableRecognizer:
         (drawn from `seed`) from a config YAML (tests, benchmarks). `path=None`: the shipped
         default model `models/tabvlm-base/`. `dtype` "float32" (default), "bfloat16" or "int8":
         bf16 halves the weights' memory; whether it is faster depends on the CPU's bf16 kernels
-        (on the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not). "int8" keeps a float32 model
-        and runs the LM's linears and head on CPU as weight-only int8 with bf16 activations (`TabVLM.use_int8_weights`): close to, not
-        equal to, float32's outputs (docs/BENCHMARKS.md measures both). Other keyword arguments
-        go to the constructor."""
+        (on the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not). On CPU the loaded model goes
+        through the decode transform (`tabvlm.model.decode.prepare_cpu_decode`: fused q/k/v and
+        gate/up matmuls; its memory cost is stated there), and "int8" (CPU only) makes that
+        transform store the LM's linears and head as weight-only int8 with bf16 activations:
+        close to, not equal to, float32's outputs (docs/BENCHMARKS.md measures both). The model
+        is then inference-only. Other keyword arguments go to the constructor."""
         torch_dtype = parse_dtype(dtype)
+        on_cpu = torch.device(device).type == "cpu"
+        if dtype == "int8" and not on_cpu:
+            raise ConfigError(f"dtype int8: weight-only int8 decoding runs on CPU only, not {device}")
         if path is None:
             if not DEFAULT_MODEL_DIR.is_dir():
                 raise TabVLMError(
@@ -135,7 +141,8 @@ class TableRecognizer:
             tokenizer = load_tokenizer()
         else:
             raise ConfigError(f"{path}: expected a model folder or a config .yaml")
-        model.use_int8_weights(dtype == "int8")
+        if on_cpu:
+            model = prepare_cpu_decode(model, int8=dtype == "int8")
         if tokenizer.vocab_size > model.config.lm.vocab_size:
             raise ConfigError(
                 f"{path}: tokenizer has {tokenizer.vocab_size} ids but the model only "

@@ -14,7 +14,7 @@ from images import bomb_png
 from PIL import Image
 
 from tabvlm.commands import predict as predict_cmd
-from tabvlm.errors import ConfigError, DataError
+from tabvlm.errors import ConfigError, DataError, TabVLMError
 from tabvlm.generate import image_prompt
 from tabvlm.model import TabVLM, load_model_config
 from tabvlm.recognizer import TableRecognizer
@@ -67,7 +67,11 @@ def test_unreadable_image_names_path(rec: TableRecognizer, image_dir: Path) -> N
 
 
 def test_model_folder_round_trip(rec: TableRecognizer, image_dir: Path, tmp_path: Path) -> None:
-    rec.model.save_pretrained(tmp_path / "m", tokenizer=rec.tokenizer)
+    with pytest.raises(TabVLMError, match="decode transform"):  # rec's model is inference-only
+        rec.model.save_pretrained(tmp_path / "m", tokenizer=rec.tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # rec's weights, as loaded before the transform
+        TabVLM(load_model_config(TINY)).save_pretrained(tmp_path / "m", tokenizer=rec.tokenizer)
     again = TableRecognizer.from_pretrained(tmp_path / "m", max_new_tokens=24)
     assert again.predict(image_dir / "t1.png").raw == rec.predict(image_dir / "t1.png").raw
 
@@ -106,8 +110,10 @@ def test_low_precision_recognizers_track_float32(
     from tabvlm.image import preprocess_images
 
     low_rec = TableRecognizer.from_pretrained(TINY, dtype=dtype, max_new_tokens=24)
-    # bf16 parameters; int8 keeps float32 parameters and lives in the packed decode copies
+    # bf16 parameters; int8 keeps float32 parameters (vision, embeddings, norms) and holds the
+    # LM's linears and head as int8 buffers (tabvlm.model.decode)
     assert {p.dtype for p in low_rec.model.parameters()} == {getattr(torch, held_in)}
+    assert any(b.dtype == torch.int8 for b in low_rec.model.buffers()) == (dtype == "int8")
     pred = low_rec.predict(image_dir / "t0.png")
     assert pred.table is not None and pred.html == to_html(parse_html(pred.raw))
     # the same weights (seed 0) in lower precision: the next-token logits keep their direction
@@ -211,8 +217,8 @@ def test_cli_finds_the_images_of_a_synth_folder(tmp_path: Path, capsys: pytest.C
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == gt == ["000000", "000001"]
 
 
-def test_model_folder_without_a_tokenizer_is_an_error(rec: TableRecognizer, tmp_path: Path) -> None:
-    rec.model.save_pretrained(tmp_path / "m")  # no tokenizer given
+def test_model_folder_without_a_tokenizer_is_an_error(tmp_path: Path) -> None:
+    TabVLM(load_model_config(TINY)).save_pretrained(tmp_path / "m")  # no tokenizer given
     with pytest.raises(ConfigError, match=f"{tmp_path / 'm'}: no tokenizer.json in the model folder"):
         TableRecognizer.from_pretrained(tmp_path / "m")
 

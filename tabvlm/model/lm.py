@@ -13,10 +13,10 @@ attention kept inside each segment and positions restarting at each segment star
 Decoding speed (batch 1 on CPU is bound by per-op overhead and weight reads, not FLOPs): a decode
 step (one new token after a filled cache) builds no causal mask, only the padding row of
 `attention_mask` when there is one; GQA uses SDPA's `enable_gqa` instead of copying the cached
-keys/values for every query head; RoPE is one `roll` and two multiplies. Without autograd on
-CPU, q/k/v and gate/up run as one matmul each against packed, transposed copies of their
-weights (`PackedLinears`), and so does the head: fewer, larger matmuls in the layout BLAS reads
-fastest at batch 1 (the speed-up is measured in docs/BENCHMARKS.md).
+keys/values for every query head; RoPE is one `roll` and two multiplies. Fusing q/k/v and
+gate/up into one matmul each, and int8 weights, are an explicit transform of a loaded model
+(`tabvlm.model.decode.prepare_cpu_decode`), which overrides `Attention.project_qkv` /
+`project_out`; the modules here hold only their parameters.
 """
 
 from __future__ import annotations
@@ -131,66 +131,6 @@ def positions_and_mask(
     return positions, allowed[:, None]  # (B or 1, 1, T, S)
 
 
-class PackedLinears:
-    """One (in, sum of outs) contiguous copy of several Linear layers' weights (and biases) for
-    inference on CPU: `x @ W` on a row-major (in, out) matrix is the layout BLAS reads fastest at
-    batch 1, and one matmul replaces three (q/k/v) or two (gate/up). The copy is rebuilt whenever
-    a weight changes (its storage or version counter), so training, `load_state_dict` and `.to()`
-    never leave it stale. Used only when autograd is off and the input is on CPU (`active`).
-
-    `int8 = True` keeps the copy as weight-only int8 instead (symmetric, one scale per output
-    channel: |error| <= scale / 2 per weight) and multiplies with bfloat16 activations through
-    `torch._weight_int8pack_mm`: a quarter of fp32's bytes to read at batch 1, where a decode step
-    is bound by reading weights (docs/BENCHMARKS.md). Off by default: outputs are close to, not
-    equal to, float32's."""
-
-    def __init__(self, *linears: nn.Linear):
-        if len({lin.bias is None for lin in linears}) > 1:
-            raise TabVLMError("PackedLinears: all or none of the packed layers need a bias")
-        self.linears = linears
-        self.int8 = False
-        self.key: tuple = ()
-        self.weight: torch.Tensor | None = None
-        self.scales: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
-
-    @staticmethod
-    def active(x: torch.Tensor) -> bool:
-        return x.device.type == "cpu" and not torch.is_grad_enabled()
-
-    def _pack(self) -> None:
-        weight = torch.cat([lin.weight for lin in self.linears]).detach()  # (out, in)
-        has_bias = self.linears[0].bias is not None
-        self.bias = torch.cat([lin.bias for lin in self.linears]).detach() if has_bias else None
-        if self.int8:
-            w = weight.float()
-            # the kernel takes bf16 scales: quantise against the rounded ones (error <= scale / 2)
-            scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-30).to(torch.bfloat16)  # (out,)
-            q = torch.round(w / scales.float()[:, None]).clamp(-127, 127)
-            self.weight, self.scales = q.to(torch.int8).contiguous(), scales  # (out, in), (out,)
-        else:
-            self.weight, self.scales = weight.t().contiguous(), None  # (in, out)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        params = [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
-        key = (self.int8, *((p.data_ptr(), p._version, p.dtype) for p in params))
-        if key != self.key:
-            self._pack()
-            self.key = key
-        if self.int8:
-            flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)  # (M, in)
-            y = torch._weight_int8pack_mm(flat, self.weight, self.scales).to(x.dtype)
-            y = y.view(*x.shape[:-1], -1)
-        else:
-            y = x @ self.weight
-        return y if self.bias is None else y + self.bias
-
-
-def packed_linears(module: nn.Module) -> list[PackedLinears]:
-    """Every PackedLinears held by `module` or its submodules."""
-    return [v for m in module.modules() for v in vars(m).values() if isinstance(v, PackedLinears)]
-
-
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale, computed in fp32."""
 
@@ -247,8 +187,13 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.qk_norm = cfg.qk_norm
-        self.packed_qkv = PackedLinears(self.q_proj, self.k_proj, self.v_proj)
-        self.packed_o = PackedLinears(self.o_proj)
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, T, H*hd), k and v (B, T, KV*hd)."""
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def project_out(self, y: torch.Tensor) -> torch.Tensor:
+        return self.o_proj(y)
 
     def forward(
         self,
@@ -260,11 +205,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x.shape
         H, KV, hd = self.num_heads, self.num_kv_heads, self.head_dim
-        packed = PackedLinears.active(x)
-        if packed:
-            q, k, v = self.packed_qkv(x).split([H * hd, KV * hd, KV * hd], dim=-1)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self.project_qkv(x)
         q, k, v = q.view(B, T, H, hd), k.view(B, T, KV, hd), v.view(B, T, KV, hd)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
@@ -278,7 +219,7 @@ class Attention(nn.Module):
             q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=True
         )  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H*hd)
-        return self.packed_o(y) if packed else self.o_proj(y)  # (B, T, C)
+        return self.project_out(y)  # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -289,13 +230,8 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.packed_gate_up = PackedLinears(self.gate_proj, self.up_proj)
-        self.packed_down = PackedLinears(self.down_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if PackedLinears.active(x):
-            gate, up = self.packed_gate_up(x).chunk(2, dim=-1)
-            return self.packed_down(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 

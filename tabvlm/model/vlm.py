@@ -23,7 +23,7 @@ from torch import nn
 from tabvlm.config import to_dict
 from tabvlm.errors import TabVLMError
 from tabvlm.model.config import ModelConfig, load_model_config
-from tabvlm.model.lm import KVCache, LanguageModel, PackedLinears, packed_linears
+from tabvlm.model.lm import KVCache, LanguageModel
 from tabvlm.model.projector import Connector
 from tabvlm.model.vision import ConvStem, VisionTransformer
 
@@ -59,7 +59,6 @@ class TabVLM(nn.Module):
         self.apply(self._init_weights)
         if config.lm.tie_embeddings:
             self.lm_head.weight = self.language_model.embed_tokens.weight
-        self.packed_head = PackedLinears(self.lm_head)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -142,17 +141,8 @@ class TabVLM(nn.Module):
         hidden = self.language_model(embeds, attention_mask, segment_ids, cache)  # (B, T, C)
         if logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]  # (B, N, C)
-        logits = (
-            self.packed_head(hidden) if PackedLinears.active(hidden) else self.lm_head(hidden)
-        )  # (B, T or N, V)
+        logits = self.lm_head(hidden)  # (B, T or N, V)
         return VLMOutput(logits=logits)
-
-    def use_int8_weights(self, on: bool = True) -> None:
-        """Inference on CPU without autograd: the LM's linears and the head multiply with
-        weight-only int8 copies (`PackedLinears.int8`); the vision tower, norms and attention stay
-        in the model's dtype, and training is unaffected."""
-        for packed in packed_linears(self):
-            packed.int8 = on
 
     def new_cache(
         self, batch: int, max_len: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -178,6 +168,11 @@ class TabVLM(nn.Module):
 
     def save_pretrained(self, directory: str | Path, tokenizer: Any = None) -> None:
         """Write model.safetensors + config.json (+ tokenizer.json via `tokenizer.save`)."""
+        if not isinstance(self.lm_head, nn.Linear):
+            raise TabVLMError(
+                "this model went through the CPU decode transform (tabvlm.model.decode), which is "
+                "inference-only: save the model as loaded, before the transform"
+            )
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}

@@ -1,35 +1,12 @@
 """The decoder: causality, KV-cache decoding, padding, packing, GQA/QK-norm variants."""
 
-from pathlib import Path
-
 import pytest
 import torch
+from tiny_lm import VARIANTS, text_ids, tiny
 
-from tabvlm.config import from_dict, to_dict
 from tabvlm.errors import TabVLMError
-from tabvlm.model import ModelConfig, TabVLM, load_model_config
 from tabvlm.model.lm import RotaryEmbedding, apply_rotary, positions_and_mask
 from tabvlm.train.loss import mean_token_loss
-
-TINY = Path(__file__).parents[2] / "configs" / "tiny.yaml"
-
-
-def tiny(**lm) -> TabVLM:
-    """The tiny config with LM overrides, fp32, seeded, eval mode."""
-    data = to_dict(load_model_config(TINY))
-    data["lm"].update(lm)
-    torch.manual_seed(0)
-    return TabVLM(from_dict(ModelConfig, data)).eval()
-
-
-def text_ids(gen: torch.Generator, batch: int, length: int) -> torch.Tensor:
-    return torch.randint(10, 12000, (batch, length), generator=gen)
-
-
-VARIANTS = [
-    {},  # tiny: GQA 4/2, tied embeddings
-    {"qk_norm": True, "tie_embeddings": False, "num_kv_heads": 1, "head_dim": 48},
-]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -193,55 +170,3 @@ def test_logits_to_keep_gives_the_last_positions_only(variant):
         step = model(ids[:, 11:], cache=cache, logits_to_keep=1).logits
     assert last.shape == (2, 1, full.shape[-1]) and (last - full[:, -1:]).abs().max() <= 1e-5
     assert (step - full[:, -1:]).abs().max() <= 1e-5
-
-
-@pytest.mark.parametrize("variant", VARIANTS + [{"attention_bias": True}])
-def test_packed_inference_weights_match_the_layers_and_follow_updates(variant):
-    # Without autograd on CPU, q/k/v, gate/up and the head run on packed transposed copies.
-    model = tiny(**variant)
-    ids = text_ids(torch.Generator().manual_seed(5), 2, 9)
-    reference = model(ids).logits.detach()  # autograd on: the nn.Linear path
-    with torch.no_grad():
-        packed = model(ids).logits
-    torch.testing.assert_close(packed, reference, rtol=1e-5, atol=1e-5)
-    attn = model.language_model.layers[0].self_attn
-    assert attn.packed_qkv.weight is not None  # the packed path ran
-    # an in-place update (an optimizer step, load_state_dict) must reach the packed copy
-    with torch.no_grad():
-        model.language_model.layers[0].mlp.up_proj.weight.mul_(3.0)
-        attn.k_proj.weight.add_(0.05)
-        model.lm_head.weight.mul_(0.5)
-        after = model(ids).logits
-    torch.testing.assert_close(after, model(ids).logits.detach(), rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(after, packed)
-
-
-@pytest.mark.parametrize("variant", VARIANTS + [{"attention_bias": True}])
-def test_int8_weights_track_float32_and_follow_updates(variant):
-    # Weight-only int8 (one scale per output channel, bf16 activations) on the packed path only.
-    model = tiny(**variant)
-    ids = text_ids(torch.Generator().manual_seed(6), 2, 9)
-    with torch.no_grad():
-        full = model(ids).logits
-    model.use_int8_weights()
-    attn = model.language_model.layers[0].self_attn
-    with torch.no_grad():
-        low = model(ids).logits
-        assert attn.packed_qkv.weight.dtype == torch.int8 and model.packed_head.weight.dtype == torch.int8
-        # each row dequantises to within half a step of the float weights
-        w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-        deq = attn.packed_qkv.weight.float() * attn.packed_qkv.scales.float()[:, None]
-        assert bool(((deq - w).abs() <= attn.packed_qkv.scales.float()[:, None] * 0.501).all())
-    cos = torch.nn.functional.cosine_similarity(full.flatten(1), low.flatten(1), dim=1)
-    assert float(cos.min()) > 0.999 and not torch.equal(full, low)
-    # autograd on (training): nn.Linear on the float weights, whatever the flag
-    torch.testing.assert_close(model(ids).logits.detach(), full, rtol=1e-5, atol=1e-5)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(0.5)  # an in-place update reaches the int8 copy too
-        after = model(ids).logits
-    assert not torch.allclose(after, low)
-    model.use_int8_weights(False)
-    with torch.no_grad():
-        back = model(ids).logits
-    assert attn.packed_qkv.weight.dtype == torch.float32
-    torch.testing.assert_close(back, model(ids).logits.detach(), rtol=1e-5, atol=1e-5)
