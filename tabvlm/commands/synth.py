@@ -14,6 +14,8 @@ writes the same files. The standard test set is `--n 1000 --seed 1234 --out data
 written under a .tmp name and renamed when whole; a rerun into the same OUT keeps the whole shards
 and writes only the missing ones (it refuses when OUT/shards.json names other settings).
 Training streams shards with `data.shards=[OUT/shard-*.tar] data.shard_ratio=0.3`.
+A config's `variants` (as training's `data.variants`: shares of the samples drawn with other
+synth/render settings) are drawn per sample the same way, so sample i matches training's.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from PIL import Image, ImageDraw
 from tabvlm import config as config_io
 from tabvlm.data.browser import BrowserConfig, BrowserRenderer, check_chromium, make_browser_sample
 from tabvlm.data.fonts import FontSet, discover_fonts
-from tabvlm.data.render import RenderConfig, make_sample
+from tabvlm.data.render import RenderConfig, Variant, draw_variant, make_sample, resolve_variants
 from tabvlm.data.shards import shard_path, write_shard
 from tabvlm.data.synth import SynthConfig, has_cjk
 from tabvlm.errors import ConfigError
@@ -49,6 +51,11 @@ class SynthRunConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     browser: BrowserConfig = field(default_factory=BrowserConfig)  # --renderer browser only
+    # Shares of the samples drawn with other settings, as training's `data.variants`
+    variants: list[Variant] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.choices = resolve_variants(self.synth, self.render, self.variants)
 
 
 class _Maker:
@@ -56,16 +63,17 @@ class _Maker:
 
     def __init__(self, cfg: SynthRunConfig, renderer: str):
         self.cfg = cfg
-        need_cjk = cfg.synth.zh_rate > 0
+        need_cjk = any(synth.zh_rate > 0 for _, synth, _ in cfg.choices)
         self.fonts: FontSet = discover_fonts(
             cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=need_cjk
         )
         self.browser = BrowserRenderer(cfg.browser, self.fonts, need_cjk) if renderer == "browser" else None
 
     def __call__(self, seed: int, i: int):
+        synth, render = draw_variant(seed, i, self.cfg.choices)
         if self.browser is not None:
-            return make_browser_sample(seed, i, self.cfg.synth, self.browser)
-        return make_sample(seed, i, self.cfg.synth, self.cfg.render, self.fonts)
+            return make_browser_sample(seed, i, synth, self.browser)
+        return make_sample(seed, i, synth, render, self.fonts)
 
     def close(self) -> None:
         if self.browser is not None:
@@ -108,7 +116,8 @@ def _write_samples(job: tuple[int, list[int], SynthRunConfig, str, str]) -> list
 
 def _check_start(cfg: SynthRunConfig, renderer: str) -> None:
     """Fail early (fonts or browser missing) in the parent rather than in every worker."""
-    discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.synth.zh_rate > 0)
+    need_cjk = any(synth.zh_rate > 0 for _, synth, _ in cfg.choices)
+    discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=need_cjk)
     if renderer == "browser":
         check_chromium(cfg.browser.chromium)
 

@@ -34,7 +34,15 @@ import torch
 from tabvlm.data.fonts import FontSet, discover_fonts
 from tabvlm.data.reading import reading_targets, stack_reading
 from tabvlm.data.records import read_records
-from tabvlm.data.render import RenderConfig, Rendered, render, sample_rngs
+from tabvlm.data.render import (
+    RenderConfig,
+    Rendered,
+    Variant,
+    draw_variant,
+    render,
+    resolve_variants,
+    sample_rngs,
+)
 from tabvlm.data.synth import SynthConfig, synthesize
 from tabvlm.errors import ConfigError, DataError, TabVLMError
 from tabvlm.image import load_image, preprocess_image
@@ -319,6 +327,9 @@ class DataConfig:
     # and the share of synthetic samples taken from them instead of drawn by PIL (0: none).
     shards: list[str] = field(default_factory=list)
     shard_ratio: float = 0.0
+    # Shares of the drawn samples made with other synth/render settings (a curriculum: small,
+    # large-text tables teach reading); the rest use `synth` and `render`. See `Variant`.
+    variants: list[Variant] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in WRITABLE_TASKS]
@@ -339,6 +350,16 @@ class DataConfig:
             raise ConfigError(
                 f"data: image_size and max_len must be >= 1, found {self.image_size}, {self.max_len}"
             )
+        self._choices = resolve_variants(self.synth, self.render, self.variants, "data.variants")
+
+    @property
+    def needs_cjk(self) -> bool:
+        """Whether any drawn sample can hold Chinese text."""
+        return any(synth.zh_rate > 0 for _, synth, _ in self._choices)
+
+    def draw_configs(self, index: int) -> tuple[SynthConfig, RenderConfig]:
+        """The synth and render settings of drawn sample `index` (`variants`' share)."""
+        return draw_variant(self.seed, index, self._choices)
 
     def draw_task(self, stream: str, index: int) -> str:
         """The task of sample `index` of `stream` ("task" for drawn samples, "shard-task" for shard
@@ -389,17 +410,16 @@ class SynthSamples:
         self.fonts = (
             fonts
             if fonts is not None
-            else discover_fonts(
-                cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.synth.zh_rate > 0
-            )
+            else discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.needs_cjk)
         )
 
     def __call__(self, index: int) -> Sample:
         """The sample at global `index` (also carries `index` and `task`)."""
         task = self.cfg.draw_task("task", index)
+        synth_cfg, render_cfg = self.cfg.draw_configs(index)
         for attempt in range(MAX_ATTEMPTS):
             grid_rng, draw_rng = sample_rngs(self.cfg.seed, index, attempt)
-            table = synthesize(grid_rng, self.cfg.synth)
+            table = synthesize(grid_rng, synth_cfg)
             conv = [
                 {"role": "user", "content": user_prompt(task)},
                 {"role": "assistant", "content": synth_answer(task, table)},
@@ -411,7 +431,7 @@ class SynthSamples:
             except DataError as e:
                 logger.warning("synthetic sample %d, attempt %d redrawn: %s", index, attempt, e)
                 continue
-            drawn = render(table, draw_rng, self.cfg.render, self.fonts)
+            drawn = render(table, draw_rng, render_cfg, self.fonts)
             sample = image_sample(table, drawn, enc, self.cfg.image_size, self.tokenizer, self.n_image_tokens,
                                   self.reading)  # fmt: skip
             return {**sample, "index": index, "task": task}

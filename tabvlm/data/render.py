@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from tabvlm import config as config_io
 from tabvlm.data.fonts import FontFace, FontSet, Glyphs, draws_text
 from tabvlm.data.synth import SynthConfig, has_cjk, synthesize
 from tabvlm.errors import ConfigError, DataError
@@ -494,3 +495,52 @@ def make_sample(
     grid_rng, draw_rng = sample_rngs(seed, index, attempt)
     table = synthesize(grid_rng, synth_cfg)
     return table, render(table, draw_rng, render_cfg, fonts)
+
+
+@dataclass
+class Variant:
+    """A share (`weight`) of a run's synthetic samples drawn with other settings: the keys of
+    SynthConfig / RenderConfig that differ from the run's, e.g. a reading curriculum's small
+    tables, drawn narrow so that their text comes out large after fitting to the model's input."""
+
+    weight: float
+    synth: dict = field(default_factory=dict)
+    render: dict = field(default_factory=dict)
+
+
+def resolve_variants(
+    synth_cfg: SynthConfig, render_cfg: RenderConfig, variants: list[Variant], where: str = "variants"
+) -> list[tuple[float, SynthConfig, RenderConfig]]:
+    """(weight, synth, render) of each variant merged over the run's settings, then the run's own
+    settings with the weight left; a bad key or weight is a ConfigError naming `where[i]`."""
+    choices = []
+    for i, v in enumerate(variants):
+        if not 0.0 <= v.weight <= 1.0:  # also false for nan
+            raise ConfigError(f"{where}[{i}].weight: expected a share in [0, 1], found {v.weight}")
+        synth = _merged(synth_cfg, v.synth, f"{where}[{i}].synth")
+        rend = _merged(render_cfg, v.render, f"{where}[{i}].render")
+        choices.append((v.weight, synth, rend))
+    left = 1.0 - sum(w for w, _, _ in choices)
+    if left < -1e-9:
+        raise ConfigError(f"{where}: weights sum to {1 - left:g}, over 1")
+    return choices + [(max(left, 0.0), synth_cfg, render_cfg)]
+
+
+def _merged(base, changes: dict, where: str):
+    """Dataclass `base` with the keys `changes` names replaced; errors name `where`."""
+    try:
+        return config_io.from_dict(type(base), {**config_io.to_dict(base), **changes}, where)
+    except ConfigError as e:
+        raise e if str(e).startswith(where) else ConfigError(f"{where}: {e}") from e
+
+
+def draw_variant(
+    seed: int, index: int, choices: list[tuple[float, SynthConfig, RenderConfig]]
+) -> tuple[SynthConfig, RenderConfig]:
+    """The settings of sample `index` of run `seed` (`resolve_variants`' choices), drawn by its own
+    generator; with no variants, the run's settings and no draw (the samples stay as they were)."""
+    if len(choices) == 1:
+        return choices[0][1], choices[0][2]
+    weights = [w for w, _, _ in choices]
+    _, synth, rend = random.Random(f"variant:{seed}:{index}").choices(choices, weights)[0]
+    return synth, rend

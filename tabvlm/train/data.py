@@ -121,7 +121,8 @@ class SynthText:
         self.data, self.tokenizer = data, tokenizer
 
     def __call__(self, index: int) -> Sample:
-        table = synthesize(sample_rngs(self.data.seed, index)[0], self.data.synth)  # SynthSamples' grid
+        synth_cfg = self.data.draw_configs(index)[0]
+        table = synthesize(sample_rngs(self.data.seed, index)[0], synth_cfg)  # SynthSamples' grid
         task = self.data.draw_task("task", index)
         return encode_text(self.tokenizer, synth_answer(task, table), self.data.max_len)
 

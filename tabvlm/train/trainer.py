@@ -412,7 +412,8 @@ class Trainer:
         from tabvlm.generate import generate, image_prompt
 
         cfg = self.cfg
-        data = dataclasses.replace(cfg.data, seed=cfg.eval.seed)
+        # whole tables only (no curriculum variants), so that runs with any curriculum compare
+        data = dataclasses.replace(cfg.data, seed=cfg.eval.seed, variants=[])
         n_img = self.model.config.image_tokens
         held_out = SynthSamples(data, self.tokenizer, n_img)
         samples = [held_out(i) for i in range(n)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from tabvlm.config import from_dict
@@ -299,6 +300,53 @@ def test_sample_i_is_the_same_in_training_synth_and_the_web_ui(tok, mcfg, tmp_pa
             [t for t in sample["labels"].tolist() if t != IGNORE_INDEX][:-1]
         )  # <|im_end|> cut
         assert target == records[i]["conversations"][1]["content"]
+
+
+def test_variants_draw_their_share_and_sample_i_matches_tabvlm_synth(tok, mcfg, tmp_path):
+    """`data.variants`: each index draws one variant's settings by its weight, and `tabvlm synth`
+    with the same variants writes the same sample i as training."""
+    from tabvlm.commands import synth as synth_cmd
+    from tabvlm.image import load_image, preprocess_image
+
+    small = {"weight": 0.5, "synth": {"rows": [1, 2], "cols": [1, 2]}, "render": {"width": [100, 200]}}
+    data = from_dict(
+        DataConfig,
+        {"synth": {"rows": [5, 8], "cols": [4, 6]}, "variants": [small], "image_size": mcfg.vision.image_size,
+         "max_len": 4096, "seed": 3},
+    )  # fmt: skip
+    drawn = [data.draw_configs(i) for i in range(400)]
+    n_small = sum(s.rows == (1, 2) and r.width == (100, 200) for s, r in drawn)
+    assert 160 <= n_small <= 240 and all(s.rows in ((1, 2), (5, 8)) for s, _ in drawn)
+    # the variant keeps every setting it does not name
+    assert {s.cols for s, _ in drawn} == {(1, 2), (4, 6)} and {s.zh_rate for s, _ in drawn} == {0.5}
+
+    config = tmp_path / "v.yaml"
+    config.write_text(yaml.safe_dump({"synth": {"rows": [5, 8], "cols": [4, 6]}, "variants": [small]}))
+    out = tmp_path / "synth"
+    assert synth_cmd.main(["--n", "6", "--seed", "3", "--out", str(out), "--config", str(config)]) == 0
+    records = [json.loads(line) for line in (out / "gt.jsonl").read_text().splitlines()]
+    training = SynthSamples(data, tok, mcfg.image_tokens)
+    rows = []
+    for i, record in enumerate(records):
+        sample = training(i)
+        assert torch.equal(
+            sample["pixel_values"][0], preprocess_image(load_image(out / record["image"]), data.image_size)
+        )
+        target = tok.decode([t for t in sample["labels"].tolist() if t != IGNORE_INDEX][:-1])
+        assert target == record["conversations"][1]["content"]
+        rows.append(target.count("<tr>"))
+    assert [r <= 2 for r in rows] == [s.rows == (1, 2) for s, _ in drawn[:6]]
+
+
+def test_bad_variants_are_config_errors_naming_the_variant():
+    with pytest.raises(ConfigError, match=r"data.variants\[0\].synth: unknown key\(s\) rowz"):
+        from_dict(DataConfig, {"variants": [{"weight": 0.5, "synth": {"rowz": [1, 2]}}]})
+    with pytest.raises(ConfigError, match=r"data.variants\[1\].render"):
+        from_dict(
+            DataConfig, {"variants": [{"weight": 0.2}, {"weight": 0.2, "render": {"width": [500, 100]}}]}
+        )
+    with pytest.raises(ConfigError, match="data.variants: weights sum to 1.2, over 1"):
+        from_dict(DataConfig, {"variants": [{"weight": 0.7}, {"weight": 0.5}]})
 
 
 def test_trainstream_plan_is_disjoint_independent_of_workers_and_resumes(tok, mcfg, dcfg):
