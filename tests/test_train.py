@@ -359,6 +359,13 @@ def test_reading_loss_head_trains_resumes_exactly_and_never_ships(tmp_path: Path
         Trainer(cfg).fit()
     monkeypatch.setattr(Trainer, "save_checkpoint", original)
     assert "reading_head" in load_state(checkpoints(cfg.out_dir)[-1])
+    # a head of other character classes cannot resume exactly: a clear error, nothing loaded
+    from tabvlm.train import reading
+
+    monkeypatch.setattr(reading, "N_CHAR_CLASSES", reading.N_CHAR_CLASSES + 1)
+    with pytest.raises(TrainingError, match="character classes changed.*init_from="):
+        Trainer(cfg, resume=True)
+    monkeypatch.setattr(reading, "N_CHAR_CLASSES", reading.N_CHAR_CLASSES - 1)
     resumed = Trainer(cfg, resume=True)
     result = resumed.fit()
     got = load_file(str(result.final_dir / "model.safetensors"))

@@ -17,6 +17,7 @@ Targets of one image, for a token grid of g x g (row-major, as the image tokens)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,15 +26,24 @@ from tabvlm.data.render import Rendered
 from tabvlm.tables.grid import Table
 from tabvlm.tokenizer import IGNORE_INDEX
 
-N_CHAR_CLASSES = 95  # the 94 printable ASCII characters but space, then one class for all others
+# Character classes: the 94 printable ASCII characters but space, then the 3,518 Chinese
+# characters that are single tokens of the shipped tokenizer (assets/reading_chars.txt, in token
+# id order: BPE merges, roughly by frequency; 99.9% of the Chinese characters the generator
+# draws), then one class for all others.
+CJK_CHARS = (Path(__file__).parents[1] / "assets" / "reading_chars.txt").read_text(encoding="utf-8").strip()
+_CJK_CLASS = {ch: 94 + i for i, ch in enumerate(CJK_CHARS)}
+N_CHAR_CLASSES = 94 + len(CJK_CHARS) + 1
 MAX_INDEX = 32  # row and column classes; deeper indices share the last
 MAX_CELL_TOKENS = 4  # LM tokens of a cell's text kept as an image token's targets
 
 
 def char_class(ch: str) -> int:
-    """The class of one character: printable ASCII by code point, anything else the last class."""
+    """The class of one character: printable ASCII by code point, then the listed Chinese
+    characters, anything else the last class."""
     o = ord(ch)
-    return o - 33 if 33 <= o <= 126 else N_CHAR_CLASSES - 1
+    if 33 <= o <= 126:
+        return o - 33
+    return _CJK_CLASS.get(ch, N_CHAR_CLASSES - 1)
 
 
 def reading_targets(

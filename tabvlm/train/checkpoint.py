@@ -241,11 +241,19 @@ def restore_training_state(
             f"{path} was written by a run of {state['world_size']} processes; this one has "
             f"{world_size}: the data stream would not continue exactly"
         )
-    optimizer.load_state_dict(state["optimizer"])
-    if reading_head is not None:
+    if reading_head is not None:  # before the optimizer, whose moments have the head's shapes
         if "reading_head" not in state:
             raise TrainingError(f"{path} has no reading head state, and this run has reading_loss > 0")
+        saved = {k: tuple(v.shape) for k, v in state["reading_head"].items()}
+        wanted = {k: tuple(v.shape) for k, v in reading_head.state_dict().items()}
+        if saved != wanted:
+            raise TrainingError(
+                f"{path}: its reading head has shapes {saved}, this run's {wanted} (the character "
+                f"classes changed): it cannot resume exactly; start from its weights with "
+                f"init_from={path} instead (a fresh head)"
+            )
         reading_head.load_state_dict(state["reading_head"])
+    optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_cpu"])
     if device.type == "cuda" and "rng_cuda" in state:

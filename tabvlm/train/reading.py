@@ -27,9 +27,11 @@ class ReadingHead(nn.Module):
         self.proj = nn.Linear(hidden_size, N_CHAR_CLASSES + 2 * MAX_INDEX)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
-        # Characters are rare under a token (~1 in 100 classes set): start at that prior, or the
-        # first steps' gradient is mostly the 95 logits learning to say "absent".
-        nn.init.constant_(self.proj.bias[:N_CHAR_CLASSES], math.log(0.01 / 0.99))
+        # A class is rarely set under a token (a few of thousands): start every class at the
+        # prior 1 / N_CHAR_CLASSES, or the first steps' gradient is mostly the logits learning
+        # to say "absent".
+        prior = 1.0 / N_CHAR_CLASSES
+        nn.init.constant_(self.proj.bias[:N_CHAR_CLASSES], math.log(prior / (1 - prior)))
 
     def forward(
         self, features: torch.Tensor, targets: dict[str, torch.Tensor], embeddings: torch.Tensor | None = None
@@ -39,7 +41,7 @@ class ReadingHead(nn.Module):
         plus, with `embeddings` (V, C: the LM's tied token embeddings), the mean cross-entropy of `features @ embeddings.T` against the LM tokens of the cell
         each image token lies in: image tokens learn to look like the text they show, which
         the LM then only has to copy."""
-        logits = self.proj(features.float())  # (N, L, 95 + 64)
+        logits = self.proj(features.float())  # (N, L, N_CHAR_CLASSES + 64)
         chars, rows, cols = logits.split([N_CHAR_CLASSES, MAX_INDEX, MAX_INDEX], dim=-1)
         per_image = (
             F.binary_cross_entropy_with_logits(chars, targets["chars"].float(), reduction="none")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import random
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from tabvlm.data.fonts import discover_fonts
 from tabvlm.data.reading import (
+    CJK_CHARS,
     IGNORE_INDEX,
     MAX_CELL_TOKENS,
     N_CHAR_CLASSES,
@@ -30,10 +32,25 @@ def fonts():
     return discover_fonts(need_cjk=True)
 
 
-def test_char_classes_cover_printable_ascii_then_one_class_for_the_rest() -> None:
+def test_char_classes_cover_printable_ascii_common_chinese_then_one_class_for_the_rest() -> None:
     assert char_class("!") == 0 and char_class("~") == 93
     assert len({char_class(chr(o)) for o in range(33, 127)}) == 94
-    assert char_class("中") == char_class("é") == N_CHAR_CLASSES - 1
+    chinese = {char_class(ch) for ch in "中国的合计利润年月日"}
+    assert len(chinese) == 10 and all(94 <= c < N_CHAR_CLASSES - 1 for c in chinese)
+    assert len(CJK_CHARS) == len(set(CJK_CHARS)) == N_CHAR_CLASSES - 95
+    assert char_class("é") == char_class("龘") == char_class(" ") == N_CHAR_CLASSES - 1
+
+
+def test_chinese_classes_cover_what_the_generator_draws() -> None:
+    seen = collections.Counter(
+        ch
+        for i in range(100)
+        for cell in synthesize(random.Random(i), SynthConfig(zh_rate=1.0)).cells
+        for ch in cell.text
+        if "\u4e00" <= ch <= "\u9fff"
+    )
+    covered = sum(n for ch, n in seen.items() if char_class(ch) < N_CHAR_CLASSES - 1)
+    assert covered / sum(seen.values()) > 0.99
 
 
 def test_every_drawn_character_has_a_box_with_ink_inside_its_text_box(fonts) -> None:
