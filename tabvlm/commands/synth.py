@@ -57,13 +57,18 @@ class SynthRunConfig:
     def __post_init__(self) -> None:
         self.choices = resolve_variants(self.synth, self.render, self.variants)
 
+    @property
+    def needs_cjk(self) -> bool:
+        """Whether any sample can hold Chinese text."""
+        return any(synth.zh_rate > 0 for _, synth, _ in self.choices)
+
 
 class _Maker:
     """Sample i of a run with either renderer (one browser for the whole worker job)."""
 
     def __init__(self, cfg: SynthRunConfig, renderer: str):
         self.cfg = cfg
-        need_cjk = any(synth.zh_rate > 0 for _, synth, _ in cfg.choices)
+        need_cjk = cfg.needs_cjk
         self.fonts: FontSet = discover_fonts(
             cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=need_cjk
         )
@@ -116,8 +121,7 @@ def _write_samples(job: tuple[int, list[int], SynthRunConfig, str, str]) -> list
 
 def _check_start(cfg: SynthRunConfig, renderer: str) -> None:
     """Fail early (fonts or browser missing) in the parent rather than in every worker."""
-    need_cjk = any(synth.zh_rate > 0 for _, synth, _ in cfg.choices)
-    discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=need_cjk)
+    discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=cfg.needs_cjk)
     if renderer == "browser":
         check_chromium(cfg.browser.chromium)
 
