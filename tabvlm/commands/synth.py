@@ -34,7 +34,14 @@ from PIL import Image, ImageDraw
 from tabvlm import config as config_io
 from tabvlm.data.browser import BrowserConfig, BrowserRenderer, check_chromium, make_browser_sample
 from tabvlm.data.fonts import FontSet, discover_fonts
-from tabvlm.data.render import RenderConfig, Variant, draw_variant, make_sample, resolve_variants
+from tabvlm.data.render import (
+    RenderConfig,
+    Variant,
+    draw_variant,
+    make_sample,
+    resolve_variants,
+    variants_need_cjk,
+)
 from tabvlm.data.shards import shard_path, write_shard
 from tabvlm.data.synth import SynthConfig, has_cjk
 from tabvlm.errors import ConfigError
@@ -60,7 +67,7 @@ class SynthRunConfig:
     @property
     def needs_cjk(self) -> bool:
         """Whether any sample can hold Chinese text."""
-        return any(synth.zh_rate > 0 for _, synth, _ in self.choices)
+        return variants_need_cjk(self.choices)
 
 
 class _Maker:

@@ -42,6 +42,7 @@ from tabvlm.data.render import (
     render,
     resolve_variants,
     sample_rngs,
+    variants_need_cjk,
 )
 from tabvlm.data.synth import SynthConfig, synthesize
 from tabvlm.errors import ConfigError, DataError, TabVLMError
@@ -355,7 +356,7 @@ class DataConfig:
     @property
     def needs_cjk(self) -> bool:
         """Whether any drawn sample can hold Chinese text."""
-        return any(synth.zh_rate > 0 for _, synth, _ in self._choices)
+        return variants_need_cjk(self._choices)
 
     def draw_configs(self, index: int) -> tuple[SynthConfig, RenderConfig]:
         """The synth and render settings of drawn sample `index` (`variants`' share)."""

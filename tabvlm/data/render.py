@@ -526,6 +526,11 @@ def resolve_variants(
     return choices + [(max(left, 0.0), synth_cfg, render_cfg)]
 
 
+def variants_need_cjk(choices: list[tuple[float, SynthConfig, RenderConfig]]) -> bool:
+    """Whether any of `resolve_variants`' choices can draw Chinese text (a CJK font is needed)."""
+    return any(synth.zh_rate > 0 for _, synth, _ in choices)
+
+
 def _merged(base, changes: dict, where: str):
     """Dataclass `base` with the keys `changes` names replaced; errors name `where`."""
     try:
