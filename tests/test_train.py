@@ -376,6 +376,44 @@ def test_reading_loss_head_trains_resumes_exactly_and_never_ships(tmp_path: Path
     assert got.keys() == load_file(str(plain.final_dir / "model.safetensors")).keys()
 
 
+def test_vlm_reading_trains_the_vision_side_on_the_reading_loss_alone(tmp_path: Path) -> None:
+    cfg = config(tmp_path, stage="vlm-reading", train_vision=None, reading_loss=1.0, max_steps=3)
+    cfg.eval.final_samples = 3
+    trainer = Trainer(cfg)
+    assert {n.split(".")[0] for n, p in trainer.model.named_parameters() if p.requires_grad} == {
+        "vision_model",
+        "connector",
+    }
+    before = weights(trainer.model)
+    batch = next(trainer._loader())
+    calls = []
+    hook = trainer.model.language_model.register_forward_hook(lambda *_: calls.append(1))
+    stats = trainer.train_step([batch])
+    hook.remove()
+    assert calls == []  # the LM never runs
+    assert stats["loss"] == 0.0 and stats["reading_loss"] > 0
+    after = weights(trainer.model)
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"vision_model", "connector"}  # the LM and its tied embeddings stay as they were
+    # it is judged without decoding: the share of image tokens in text that read as their cell's
+    result = trainer.fit()
+    assert 0.0 <= result.metrics["final_read"] <= 1.0 and "final_teds" not in result.metrics
+    # what it learns is a model folder a vlm-sft run starts from
+    final = result.final_dir
+    Trainer(config(tmp_path / "sft", init_from=str(final), max_steps=1, reading_loss=1.0)).fit()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({}, "reading_loss > 0"), ({"reading_loss": 1.0, "train_lm": True}, "train_lm")],
+)
+def test_vlm_reading_needs_the_reading_loss_and_a_frozen_lm(
+    tmp_path: Path, extra: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config(tmp_path, stage="vlm-reading", **extra)
+
+
 def test_reading_loss_needs_synthetic_images(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="reading_loss"):
         Trainer(text_config(tmp_path, reading_loss=1.0))
@@ -605,3 +643,13 @@ def test_a_kill_at_any_point_of_a_save_leaves_the_old_or_the_new_checkpoint(
             raise AssertionError(f"killed at write {k}: neither the old checkpoint nor the new one")
         assert no_leftovers(out) == [], f"killed at write {k}"
     assert len(found) >= 5 and set(found) == {"old", "new"}, found  # both outcomes occur
+
+
+def test_token_read_rate_counts_image_tokens_whose_nearest_token_is_their_cells() -> None:
+    from tabvlm.train.reading import token_read_rate
+
+    embeddings = torch.eye(4)  # token t's embedding is the unit vector e_t
+    features = torch.tensor([[[0.0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]])
+    # image tokens 0-2 lie in cells (tokens 0 and 1 in the same cell of ids {1, 2}); 3 is in none
+    tokens = torch.tensor([[[1, 2], [1, 2], [3, -100], [-100, -100]]])
+    assert token_read_rate(features, tokens, embeddings) == (2, 3)

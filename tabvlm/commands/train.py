@@ -44,5 +44,9 @@ def main(argv: list[str]) -> int:
             f"held-out ({cfg.eval.final_samples} tables): ED {m['final_ed']:.4f}  TEDS {m['final_teds']:.4f}  "
             f"TEDS-struct {m['final_teds_struct']:.4f}"
         )
+    if "final_read" in result.metrics:
+        print(
+            f"held-out ({cfg.eval.final_samples} tables): image tokens read {result.metrics['final_read']:.4f}"
+        )
     print(f"model: {result.final_dir}")
     return 0

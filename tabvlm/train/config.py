@@ -11,13 +11,17 @@ from tabvlm.data.dataset import DataConfig
 from tabvlm.errors import ConfigError
 from tabvlm.model import ModelConfig, load_model_config
 
-Stage = Literal["lm-pretrain", "lm-sft", "vlm-pretrain", "vlm-sft"]
+Stage = Literal["lm-pretrain", "lm-sft", "vlm-pretrain", "vlm-sft", "vlm-reading"]
 # (vision, projector, lm) trained by default in each stage
 STAGE_TRAINS: dict[str, tuple[bool, bool, bool]] = {
     "lm-pretrain": (False, False, True),
     "lm-sft": (False, False, True),
     "vlm-pretrain": (False, True, False),
     "vlm-sft": (False, True, True),
+    # The vision side alone learns to read: only the reading loss, the LM is never run (its tied
+    # embeddings, frozen, are the targets of the reading head's token term), so a sample costs
+    # the tower's forward and backward only, a small share of a vlm-sft step.
+    "vlm-reading": (True, True, False),
 }
 
 
@@ -109,6 +113,11 @@ class TrainConfig:
             raise ConfigError("synth_ratio is 0 and data_files is empty: no training data")
         if self.stage == "lm-sft" and not self.data_files:
             raise ConfigError("stage lm-sft reads chat jsonl: set data_files")
+        if self.stage == "vlm-reading":
+            if self.reading_loss <= 0:
+                raise ConfigError("stage vlm-reading trains on the reading loss alone: set reading_loss > 0")
+            if self.train_lm:
+                raise ConfigError("stage vlm-reading never runs the LM: train_lm must not be true")
 
     @property
     def ratio(self) -> float:

@@ -65,3 +65,17 @@ class ReadingHead(nn.Module):
             counts = per_image.new_zeros(per_image.shape).index_add(0, image_of, torch.ones_like(per_token))
             per_image = per_image + sums / counts.clamp(min=1)
         return (per_image * targets["has"]).sum()
+
+
+@torch.no_grad()
+def token_read_rate(
+    features: torch.Tensor, tokens: torch.Tensor, embeddings: torch.Tensor
+) -> tuple[int, int]:
+    """How far a tower reads, without decoding: of the image tokens that lie in a cell with text
+    (`tokens`, (N, L, K): the reading targets' cell tokens), how many have their nearest LM
+    token (top-1 of `features @ embeddings.T`) among their cell's tokens. This is what the
+    head's token term teaches and what the LM can then copy. (hits, image tokens in text)."""
+    where = (tokens != IGNORE_INDEX).any(-1)  # (N, L)
+    top = (features[where].float() @ embeddings.float().t()).argmax(-1)  # (M,)
+    hits = (tokens[where] == top[:, None]).any(-1)
+    return int(hits.sum()), int(where.sum())

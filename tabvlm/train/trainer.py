@@ -55,7 +55,7 @@ from tabvlm.train.distributed import (
 )
 from tabvlm.train.logger import TrainLogger, Window
 from tabvlm.train.loss import LossModule
-from tabvlm.train.reading import ReadingHead
+from tabvlm.train.reading import ReadingHead, token_read_rate
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ class Trainer:
         self.reading_head = self._build_reading_head()
         self.model.to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        loss_module = LossModule(self.model, self.reading_head)  # the model and the head, if any
+        # the model and the head, if any; stage vlm-reading never runs the LM
+        loss_module = LossModule(self.model, self.reading_head, run_lm=cfg.stage != "vlm-reading")
         self.optimizer = torch.optim.AdamW(
             param_groups(loss_module, cfg.weight_decay),
             lr=cfg.lr,
@@ -407,7 +408,9 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, n: int) -> dict[str, float]:
-        """Greedy decoding of `n` held-out synthetic tables: mean ED and TEDS (rank 0 only)."""
+        """On `n` held-out synthetic tables (rank 0 only): `read`, the share of image tokens in a
+        cell with text whose nearest LM token is one of the cell's (`token_read_rate`; models
+        with tied embeddings), and for vlm-sft greedy decoding's mean ED, TEDS and TEDS-struct."""
         from tabvlm.evaluate import score_sample
         from tabvlm.generate import generate, image_prompt
 
@@ -415,11 +418,25 @@ class Trainer:
         # whole tables only (no curriculum variants), so that runs with any curriculum compare
         data = dataclasses.replace(cfg.data, seed=cfg.eval.seed, variants=[])
         n_img = self.model.config.image_tokens
-        held_out = SynthSamples(data, self.tokenizer, n_img)
+        tied = self.model.config.lm.tie_embeddings
+        held_out = SynthSamples(data, self.tokenizer, n_img, reading=tied)
         samples = [held_out(i) for i in range(n)]
+        result: dict[str, float] = {}
+        self.model.eval()
+        if tied:
+            hits = total = 0
+            for s in samples:
+                with torch.no_grad():
+                    features = self.model.encode_images(s["pixel_values"].to(self.device))
+                h, t = token_read_rate(features, s["reading"]["tokens"][None].to(self.device),
+                                       self.model.lm_head.weight)  # fmt: skip
+                hits, total = hits + h, total + t
+            result["read"] = hits / max(total, 1)
+        if cfg.stage == "vlm-reading":
+            self.model.train()
+            return result
         prompt = image_prompt(self.tokenizer, n_img)
         scores = []
-        self.model.eval()
         for start in range(0, n, cfg.eval.batch_size):
             chunk = samples[start : start + cfg.eval.batch_size]
             pixels = torch.cat([s["pixel_values"] for s in chunk])
@@ -438,7 +455,10 @@ class Trainer:
                 )
                 scores.append(score_sample(text, gt))
         self.model.train()
-        return {k: sum(s[k] for s in scores) / len(scores) for k in ("ed", "teds", "teds_struct")}
+        return {
+            **{k: sum(s[k] for s in scores) / len(scores) for k in ("ed", "teds", "teds_struct")},
+            **result,
+        }
 
     # -- the loop -------------------------------------------------------------------------------
     def _peak_flops(self) -> float | None:
@@ -483,7 +503,7 @@ class Trainer:
                         self.save_checkpoint()
             if bar is not None:
                 bar.close()
-            if cfg.eval.final_samples and cfg.stage == "vlm-sft":
+            if cfg.eval.final_samples and cfg.stage in ("vlm-sft", "vlm-reading"):
                 self._run_eval(cfg.eval.final_samples, logs, prefix="final")
             final_dir = None
             barrier(self.world_size)
@@ -525,13 +545,14 @@ class Trainer:
             )  # fmt: skip
 
     def _run_eval(self, n: int, logs: TrainLogger, prefix: str = "eval") -> None:
-        if not self.is_main or self.cfg.stage != "vlm-sft":
+        if not self.is_main or self.cfg.stage not in ("vlm-sft", "vlm-reading"):
             return
         t0 = time.perf_counter()
         scores = self.evaluate(n)
         self.metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
         logs.scalars({f"{prefix}/{k}": v for k, v in scores.items()}, self.step)
+        names = {"ed": "ED", "teds": "TEDS", "teds_struct": "TEDS-struct", "read": "read"}
         logger.info(
-            "%s step %d | %d tables | ED %.4f | TEDS %.4f | TEDS-struct %.4f | %.0f s",
-            prefix, self.step, n, scores["ed"], scores["teds"], scores["teds_struct"], time.perf_counter() - t0,
+            "%s step %d | %d tables | %s | %.0f s", prefix, self.step, n,
+            " | ".join(f"{names[k]} {v:.4f}" for k, v in scores.items()), time.perf_counter() - t0,
         )  # fmt: skip
