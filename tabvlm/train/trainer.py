@@ -425,11 +425,14 @@ class Trainer:
         self.model.eval()
         if tied:
             hits = total = 0
-            for s in samples:
+            for start in range(0, n, cfg.eval.batch_size):
+                chunk = samples[start : start + cfg.eval.batch_size]
                 with torch.no_grad():
-                    features = self.model.encode_images(s["pixel_values"].to(self.device))
-                h, t = token_read_rate(features, s["reading"]["tokens"][None].to(self.device),
-                                       self.model.lm_head.weight)  # fmt: skip
+                    features = self.model.encode_images(
+                        torch.cat([s["pixel_values"] for s in chunk]).to(self.device)
+                    )
+                tokens = torch.stack([s["reading"]["tokens"] for s in chunk]).to(self.device)
+                h, t = token_read_rate(features, tokens, self.model.lm_head.weight)
                 hits, total = hits + h, total + t
             result["read"] = hits / max(total, 1)
         if cfg.stage == "vlm-reading":
