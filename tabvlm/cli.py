@@ -1,6 +1,7 @@
 """The `tabvlm` command: one verb a module under tabvlm/commands/.
 
 Run as: tabvlm VERB --help   (verbs: info synth data tokenizer train eval predict serve export)
+        tabvlm --version        (or -V)
 Each verb module exposes `main(argv: list[str]) -> int`; importing lazily keeps `--help` fast.
 """
 
@@ -25,8 +26,22 @@ VERBS = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version; the package's own `__version__` when it is not
+    installed (run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("tabvlm")
+    except PackageNotFoundError:
+        from tabvlm import __version__
+
+        return __version__
+
+
 def usage() -> str:
-    lines = ["usage: tabvlm VERB [options]", "", "verbs:"]
+    lines = ["usage: tabvlm VERB [options]", "       tabvlm --version", "", "verbs:"]
     lines += [f"  {v:<10} {h}" for v, (_, h) in VERBS.items()]
     return "\n".join(lines)
 
@@ -36,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"tabvlm {version()}")
+        return 0
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         print(f"tabvlm: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)

@@ -31,6 +31,7 @@ import logging
 import multiprocessing
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ from lxml.html import HtmlElement
 from rapidfuzz.distance import Levenshtein
 
 from tabvlm.errors import DataError, TableError
-from tabvlm.tables.html import find_table, to_html
+from tabvlm.read.words import Word, split_text
+from tabvlm.tables.grid import Table
+from tabvlm.tables.html import find_table, parse_html, to_html
 from tabvlm.tasks import TASKS, task_of_prompt
 
 log = logging.getLogger(__name__)
@@ -221,6 +224,35 @@ def score_sample(pred: str, gt: str, pubtabnet: bool = False) -> dict[str, float
     }
 
 
+# ----------------------------------------------------------------------------- reader text quality
+def text_tokens(text: str) -> list[str]:
+    """The tokens the reader's text quality counts: `text` NFKC-normalised (as the TEDS text is),
+    split on whitespace, each CJK character a token of its own (`tabvlm.read.split_text`)."""
+    return split_text(unicodedata.normalize("NFKC", text))
+
+
+def token_f1(pred_tokens: Sequence[str], gt_tokens: Sequence[str]) -> tuple[float, float, float]:
+    """(precision, recall, F1) of two token multisets: the overlap counts each token as often as
+    it occurs in both. Nothing predicted against nothing true is perfect (1, 1, 1); otherwise an
+    empty side scores 0 where it is the denominator."""
+    overlap = sum((Counter(pred_tokens) & Counter(gt_tokens)).values())
+    if not pred_tokens and not gt_tokens:
+        return 1.0, 1.0, 1.0
+    precision = overlap / len(pred_tokens) if pred_tokens else 0.0
+    recall = overlap / len(gt_tokens) if gt_tokens else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def reader_f1(words: Sequence[Word], table: Table | str) -> tuple[float, float, float]:
+    """(precision, recall, F1) of a reader's words against every cell of the ground-truth table
+    (a `Table`, or HTML read by `parse_html`): how well the text was read, wherever it sits."""
+    grid = parse_html(table) if isinstance(table, str) else table
+    pred = [tok for w in words for tok in text_tokens(w.text)]
+    gt = [tok for cell in grid.cells for tok in text_tokens(cell.text)]
+    return token_f1(pred, gt)
+
+
 # ----------------------------------------------------------------------------- data
 @dataclass
 class GTItem:
@@ -233,6 +265,9 @@ class GTItem:
     blank: bool
     image: Path | None = None  # resolved against the GT file's folder
     line: int = 0  # 1-based line in the GT file, for error messages
+    # The renderer's true words (`meta.words` of `tabvlm synth` records: [text, x0, y0, x1, y1]),
+    # for scoring the layout model with the truth reader; None when the record has none.
+    words: list[Word] | None = None
 
 
 def infer_categories(html: str, fields: Mapping[str, Any] | None = None) -> tuple[str, bool, bool]:
@@ -359,7 +394,17 @@ def _gt_item(path: Path, n: int, rec: dict[str, Any], seen: set[str]) -> GTItem:
     seen.add(key)
     fields = {k: v for src in (meta, rec) for k, v in src.items() if k in ("lang", "span", "blank")}
     lang, span, blank = infer_categories(html or "", fields)
-    return GTItem(key, html or "", lang, span, blank, image=path.parent / image if image else None, line=n)
+    words = None
+    if isinstance(meta.get("words"), list):
+        try:
+            words = [
+                Word(str(w[0]), (float(w[1]), float(w[2]), float(w[3]), float(w[4]))) for w in meta["words"]
+            ]
+        except (TypeError, ValueError, IndexError) as e:
+            raise DataError(f"meta.words: expected [text, x0, y0, x1, y1] items ({e})", str(path), n) from e
+    return GTItem(
+        key, html or "", lang, span, blank, image=path.parent / image if image else None, line=n, words=words
+    )
 
 
 def load_predictions(path: str | Path, errors: list[DataError] | None = None) -> dict[str, str]:

@@ -15,17 +15,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from tabvlm.errors import ConfigError, TableError, TabVLMError
 from tabvlm.generate import generate, image_prompt
-from tabvlm.image import ImageSource, load_image, preprocess_images
+from tabvlm.image import ImageSource, load_image, preprocess_image
 from tabvlm.model import TabVLM, load_model_config
 from tabvlm.model.decode import prepare_cpu_decode
+from tabvlm.model.layout import is_layout_model
 from tabvlm.model.vlm import TOKENIZER_NAME
+from tabvlm.progress import progress as progress_bar
 from tabvlm.tables.grid import Table
 from tabvlm.tables.html import to_html
 from tabvlm.tables.views import to_csv, to_markdown
@@ -49,11 +51,27 @@ class Prediction:
     table: Table | None
     markdown: str
     csv: str
-    seconds: float  # this image's share of its batch's wall time
-    tokens: int  # generated tokens
+    # Decoding is batched, so its time is the batch's: `batch_seconds` is the wall time of the
+    # generate call this image was decoded in (`batch_size` images), and `model_seconds` is an
+    # equal share of it (batch_seconds / batch_size), not a measurement of this table alone.
+    model_seconds: float
+    tokens: int  # generated tokens (this table's own count)
     # "stop": the model finished; "length": cut short by max_new_tokens or the model's positions
     # (a constrained table is then closed early, so it is well-formed but may lack rows)
     finish_reason: str = "stop"
+    # task "ocr": the image's text from the reader (tabvlm.read), one line per visual line (also
+    # in `raw`); no model runs: `model_seconds` is 0 and `reader_seconds` holds the reader's time
+    text: str = ""
+    image_seconds: float = 0.0  # this image's own load + preprocessing, measured for it alone
+    batch_seconds: float = 0.0
+    batch_size: int = 1
+    # The reader's time for this image (task ocr; the layout model, which reads, then lays out),
+    # and the layout model's words and the cell each went to (an index among the table's fcel
+    # tags, -1: outside the table).
+    reader_seconds: float = 0.0
+    words: list = field(default_factory=list)
+    word_cells: list[int] = field(default_factory=list)
+    page_size: tuple[int, int] | None = None  # (w, h) of the image the words' boxes are in
 
     @property
     def truncated(self) -> bool:
@@ -84,12 +102,18 @@ class TableRecognizer:
     """A model + tokenizer pair, ready to read tables."""
 
     def __init__(
-        self, model: TabVLM, tokenizer: TableTokenizer, max_new_tokens: int = 2048, constrain: bool = True
+        self,
+        model: TabVLM,
+        tokenizer: TableTokenizer,
+        max_new_tokens: int = 2048,
+        constrain: bool = True,
+        reader_options: dict[str, object] | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.constrain = constrain
+        self.reader_options = dict(reader_options or {})  # tabvlm.read.read_words' options, e.g. threads
 
     @classmethod
     def from_pretrained(
@@ -123,6 +147,11 @@ class TableRecognizer:
                 )
             path = DEFAULT_MODEL_DIR
         path = Path(path)
+        if is_layout_model(path):  # read, then lay out: the reader + the layout model
+            from tabvlm.layout_recognizer import LayoutRecognizer
+
+            options = kwargs.get("reader_options")
+            return LayoutRecognizer.from_pretrained(path, device=str(device), reader_options=options)  # type: ignore[return-value,arg-type]
         if path.is_dir():
             tok_file = path / TOKENIZER_NAME
             if not tok_file.is_file():  # the shipped tokenizer may not be the one it was trained with
@@ -174,41 +203,53 @@ class TableRecognizer:
         model's positions hold after the prompt, and an output cut short says so
         (`Prediction.truncated`). An unreadable image raises DataError naming it before any
         decoding; callers that want to skip such images load them first with
-        `tabvlm.image.load_image`."""
+        `tabvlm.image.load_image`. Task "ocr" runs the reader, not the model
+        (`read_predictions`, with the constructor's `reader_options`)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1; found {batch_size}")
         spec = get_task(task)
-        pil = [load_image(im) for im in images]
+        if task == "ocr":  # the reader's text, not the model's
+            return read_predictions(images, **self.reader_options)
+        pil, image_seconds = [], []  # each image's own load (+ preprocessing, below) time
+        for im in images:
+            t0 = time.perf_counter()
+            pil.append(load_image(im))
+            image_seconds.append(time.perf_counter() - t0)
         kwargs: dict[str, object] = {"max_new_tokens": self.max_new_tokens, "constrain": self.constrain}
         kwargs.update(generate_kwargs)
         if not spec.grammar:
             kwargs["constrain"] = False  # the grammar is the HTML table grammar
         prompt = image_prompt(self.tokenizer, self.model.image_tokens, task)
         size = self.image_size
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(pil), unit="img", desc="predict")
+        bar = progress_bar(total=len(pil), desc="predict", unit="img", disable=not progress)
         out: list[Prediction] = []
         for start in range(0, len(pil), batch_size):
             chunk = pil[start : start + batch_size]
+            pixels = []
+            for i, im in enumerate(chunk, start):
+                t0 = time.perf_counter()
+                pixels.append(preprocess_image(im, size))  # (3, S, S)
+                image_seconds[i] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            pixel_values = preprocess_images(chunk, size)  # (b, 3, S, S)
-            gen = generate(self.model, self.tokenizer, pixel_values, [prompt] * len(chunk), **kwargs)  # type: ignore[arg-type]
-            seconds = (time.perf_counter() - t0) / len(chunk)
+            gen = generate(self.model, self.tokenizer, torch.stack(pixels), [prompt] * len(chunk), **kwargs)  # type: ignore[arg-type]
+            batch_seconds = time.perf_counter() - t0
             out += [
-                _prediction(text, len(ids), seconds, task, reason)
-                for text, ids, reason in zip(gen.texts, gen.tokens, gen.finish_reasons, strict=True)
+                replace(
+                    _prediction(text, len(ids), batch_seconds / len(chunk), task, reason),
+                    image_seconds=image_seconds[i],
+                    batch_seconds=batch_seconds,
+                    batch_size=len(chunk),
+                )
+                for i, (text, ids, reason) in enumerate(
+                    zip(gen.texts, gen.tokens, gen.finish_reasons, strict=True), start
+                )
             ]
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+            bar.update(len(chunk))
+        bar.close()
         return out
 
 
-def _prediction(raw: str, tokens: int, seconds: float, task: str, reason: str) -> Prediction:
+def _prediction(raw: str, tokens: int, model_seconds: float, task: str, reason: str) -> Prediction:
     """One raw output read into a table by its task's reader (tabvlm.tasks) and shown in every
     view; tasks whose answer is not a table keep only `raw`. `reason` is generate's finish reason
     ("length" stays "length"; "eos" and "table" become "stop")."""
@@ -223,5 +264,22 @@ def _prediction(raw: str, tokens: int, seconds: float, task: str, reason: str) -
     if table is not None and not table.cells:  # e.g. OTSL of nothing but blank lines
         table = None
     if table is None:
-        return Prediction("", raw, None, "", "", seconds, tokens, finish)
-    return Prediction(to_html(table), raw, table, to_markdown(table), to_csv(table), seconds, tokens, finish)
+        return Prediction("", raw, None, "", "", model_seconds, tokens, finish)
+    return Prediction(
+        to_html(table), raw, table, to_markdown(table), to_csv(table), model_seconds, tokens, finish
+    )
+
+
+def read_predictions(images: Sequence[ImageSource], **reader_options: object) -> list[Prediction]:
+    """Task "ocr" without a model: each image's text in reading order from the reader
+    (`tabvlm.read.read_text`; `reader_options` such as threads go to it), in `text` and `raw`;
+    the reader's time (the image's loading included) in `reader_seconds`."""
+    from tabvlm.read import read_text
+
+    out = []
+    for image in images:
+        t0 = time.perf_counter()
+        text = read_text(image, **reader_options)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - t0
+        out.append(Prediction("", text, None, "", "", 0.0, 0, "stop", text=text, reader_seconds=seconds))
+    return out

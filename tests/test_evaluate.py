@@ -465,3 +465,19 @@ def test_format_report_marks_differing_counts(tmp_path: Path) -> None:
     differing = format_report({"x": en, "z": zh}).splitlines()
     assert differing[1].startswith("| system | all | zh |")
     assert differing[4] == "| z      | 1.0000 (n=1) | 1.0000 (n=1) | - (n=0) | - (n=0) | - (n=0) |"
+
+
+def test_cli_data_folder_reads_its_gt_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--data DIR` takes the folder `tabvlm synth` writes (and `tabvlm predict DIR` reads)."""
+    table = "<table><tr><td>x</td></tr></table>"
+    (tmp_path / "set").mkdir()
+    gt_path = _write(tmp_path / "set" / "gt.jsonl", [{"id": "a", "html": table}])
+    pred = _write(tmp_path / "pred.jsonl", [{"id": "a", "html": table}])
+    assert cli.main(["eval", "--data", str(tmp_path / "set"), "--pred", str(pred)]) == 0
+    assert f"1 GT tables in {gt_path};" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    _write(tmp_path / "empty" / "other.jsonl", [])
+    assert cli.main(["eval", "--data", str(tmp_path / "empty"), "--pred", str(pred)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'empty'}: expected a GT jsonl file, or a folder holding gt.jsonl" in err
+    assert "its jsonl files: other.jsonl" in err and "Traceback" not in err

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,13 +52,36 @@ def test_predict_gives_canonical_html_and_views(rec: TableRecognizer, image_dir:
     assert pred.table is not None and pred.raw.startswith("<table>")
     assert pred.html == to_html(parse_html(pred.raw))
     assert (pred.markdown, pred.csv) == (to_markdown(pred.table), to_csv(pred.table)) and pred.markdown
-    assert 0 < pred.tokens <= 24 and pred.seconds > 0
+    assert 0 < pred.tokens <= 24 and pred.image_seconds > 0
+    assert (pred.batch_size, pred.model_seconds) == (1, pred.batch_seconds) and pred.batch_seconds > 0
 
 
 def test_predict_many_matches_predict(rec: TableRecognizer, image_dir: Path) -> None:
     paths = [image_dir / "t0.png", image_dir / "t1.png", image_dir / "t0.png"]
     many = rec.predict_many(paths, batch_size=2)
     assert [p.raw for p in many] == [rec.predict(p).raw for p in paths]
+
+
+def test_times_say_what_was_measured_per_image_and_what_per_batch(
+    rec: TableRecognizer, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tabvlm.recognizer as recognizer
+
+    real = recognizer.load_image
+
+    def slow_for_t1(image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if Path(image).name == "t1.png":
+            time.sleep(0.2)
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(recognizer, "load_image", slow_for_t1)
+    paths = [image_dir / "t0.png", image_dir / "t1.png", image_dir / "t0.png"]
+    preds = rec.predict_many(paths, batch_size=2)
+    assert [p.batch_size for p in preds] == [2, 2, 1]
+    assert preds[0].batch_seconds == preds[1].batch_seconds != preds[2].batch_seconds
+    assert all(p.model_seconds == p.batch_seconds / p.batch_size for p in preds)
+    # the image's own time is its own: only t1 waited 0.2 s
+    assert preds[1].image_seconds >= 0.2 > max(preds[0].image_seconds, preds[2].image_seconds)
 
 
 def test_unreadable_image_names_path(rec: TableRecognizer, image_dir: Path) -> None:
@@ -83,7 +108,33 @@ def test_cli_jsonl_and_bad_images(image_dir: Path, tmp_path: Path, capsys: pytes
     assert "broken.png" in capsys.readouterr().err
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in lines] == ["t0", "t1"]
-    assert all(x["html"].startswith("<table>") and x["seconds"] > 0 for x in lines)
+    assert all(x["html"].startswith("<table>") and x["image_seconds"] > 0 and x["tokens"] > 0 for x in lines)
+    # one batch of two: its time, and each image's equal share of it
+    assert [x["batch_size"] for x in lines] == [2, 2] and lines[0]["batch_seconds"] == lines[1][
+        "batch_seconds"
+    ]
+    assert lines[0]["model_seconds"] == pytest.approx(lines[0]["batch_seconds"] / 2, abs=1e-4)
+    assert "seconds" not in lines[0]
+
+
+def test_cli_stdout_names_each_table_and_logs_plain_progress(
+    image_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = [str(image_dir / "t0.png"), str(image_dir / "t1.png")]
+    assert predict_cmd.main(["--model", TINY, "--max-new-tokens", "16", *images]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 4 and lines[1].startswith("<table>") and lines[3].startswith("<table>")
+    for line, image in zip(lines[::2], images):
+        assert re.fullmatch(
+            rf"== {re.escape(image)} \| \d+ tokens \| model \d+\.\d\d s \(1/2 of a \d+\.\d\d s batch\)"
+            r" \| load \d\.\d{3} s",
+            line,
+        ), line
+    # stderr is not a terminal here (as in a log file): a plain line, no carriage returns
+    assert "\r" not in captured.err and re.search(r"^predict: 2/2 img \(100%\)", captured.err, re.M)
+    assert predict_cmd.main(["--model", TINY, "--max-new-tokens", "16", "--format", "json", *images]) == 0
+    assert [json.loads(line)["image"] for line in capsys.readouterr().out.splitlines()] == images
 
 
 def test_cli_writes_one_file_per_image(

@@ -14,7 +14,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +25,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFile
 
+from tabvlm.errors import TabVLMError
 from tabvlm.recognizer import Prediction
 from tabvlm.serve import ServeConfig, create_app
 from tabvlm.serve.inputs import decode_image
+from tabvlm.serve.ui import UPLOADS_ONLY
 from tabvlm.tables.html import parse_html
 
 MAX_BYTES = 200_000
@@ -38,7 +42,7 @@ class WidthRecognizer:
 
     max_new_tokens = 8
 
-    def predict_many(self, images: list, batch_size: int, task: str = "html") -> list[Prediction]:
+    def predict_many(self, images: list, batch_size: int, task: str = "html", **kwargs) -> list[Prediction]:  # noqa: ANN003
         out = []
         for im in images:
             w, h = im.size
@@ -78,7 +82,7 @@ def client(upload_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
     config = ServeConfig(
         model_name="stub", max_image_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, examples_dir=str(examples)
     )
-    with TestClient(create_app(WidthRecognizer(), config)) as c:
+    with TestClient(create_app(WidthRecognizer(), config), base_url="http://localhost") as c:
         yield c
 
 
@@ -129,10 +133,12 @@ def test_filedata_path_outside_the_upload_folder_is_neither_copied_nor_served(
 def test_uploaded_image_is_recognised_and_its_downloads_are_served(client: TestClient) -> None:
     stream, (kind, data) = call(client, upload(client, "t.png", png_bytes(123, 45)))
     assert kind == "complete", stream
-    shown, source, took, dl_html, dl_md, dl_csv = data
+    shown, source, took, dl_html, dl_md, dl_csv, overlay = data
     assert "123x45" in shown and took.endswith("tokens)")
-    r = client.get(f"/gradio_api/file={dl_csv['path']}")
-    assert r.status_code == 200 and r.text == "123x45\n"
+    assert overlay is None  # a model that reads no words has no overlay
+    for route in (f"/gradio_api/file={dl_csv['path']}", f"/gradio_api/file/{dl_csv['path']}"):
+        r = client.get(route)
+        assert r.status_code == 200 and r.text == "123x45\n", route
 
 
 def test_example_image_is_recognised(client: TestClient) -> None:
@@ -187,3 +193,154 @@ def test_data_uri_beside_an_uploaded_path_is_not_decoded(
 def test_unknown_task_is_refused(client: TestClient) -> None:
     stream, (kind, _) = call(client, upload(client, "t.png", png_bytes()), task="poem")
     assert kind == "error", stream
+
+
+@pytest.fixture
+def fetches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every URL Gradio would fetch on the server (its download and stream helpers, replaced)."""
+    import gradio.processing_utils
+    import gradio.routes
+
+    urls: list[str] = []
+
+    async def download(url: str, *args, **kwargs) -> str:  # noqa: ANN002, ANN003
+        urls.append(url)
+        raise RuntimeError("no fetching in tests")
+
+    def save(url: str, *args, **kwargs) -> str:  # noqa: ANN002, ANN003
+        urls.append(url)
+        raise RuntimeError("no fetching in tests")
+
+    async def stream(url: str, request: object) -> None:
+        urls.append(url)
+        raise RuntimeError("no fetching in tests")
+
+    monkeypatch.setattr(gradio.processing_utils, "async_ssrf_protected_download", download)
+    monkeypatch.setattr(gradio.processing_utils, "save_url_to_cache", save)
+    monkeypatch.setattr(gradio.routes, "secure_url_stream_response", stream)
+    return urls
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/t.png", "http://127.0.0.1:1/t.png", "HTTPS://example.com/t.png"]
+)
+def test_filedata_with_a_url_path_is_refused_without_fetching(
+    client: TestClient, fetches: list[str], url: str
+) -> None:
+    stream, (kind, data) = call(client, {"path": url, "url": url, "meta": {"_type": "gradio.FileData"}})
+    assert kind == "error" and data["error"] == UPLOADS_ONLY, stream
+    assert fetches == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_file_route_never_fetches_a_url(client: TestClient, fetches: list[str], method: str) -> None:
+    for target in (
+        "/gradio_api/file=https://example.com/t.png",
+        "/gradio_api/file=http://169.254.169.254/latest/meta-data/",
+        "/gradio_api/file=/etc/passwd",
+        # Gradio's older spelling of the same route, /gradio_api/file/{path}
+        "/gradio_api/file/https://example.com/t.png",
+        "/gradio_api/file/http://169.254.169.254/latest/meta-data/",
+        "/gradio_api/file//etc/passwd",
+        "/gradio_api/file/etc/passwd",
+        "/gradio_api/file",
+        "/gradio_api/proxy=https://example.com/t.png",
+    ):
+        r = client.request(method, target)
+        assert r.status_code == 403, (target, r.status_code)
+    assert fetches == []
+
+
+def test_ui_error_messages_name_no_server_path(client: TestClient, upload_dir: Path, tmp_path: Path) -> None:
+    server_paths = {os.getcwd(), tempfile.gettempdir(), str(upload_dir), str(tmp_path)}
+    for path in ("secret.txt", "../../etc/passwd", str(tmp_path / "x.png"), "https://example.com/x.png"):
+        stream, (kind, data) = call(client, {"path": path, "meta": {"_type": "gradio.FileData"}})
+        assert kind == "error" and data["error"] == UPLOADS_ONLY
+        assert not [p for p in server_paths if p in stream], stream
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (
+            TabVLMError("cannot open /srv/models/tabvlm/weights.bin (no such file)"),
+            "cannot open <path> (no such file)",
+        ),
+        (OSError(28, "No space left on device", "/tmp/tabvlm-ui-1/req-2/table.html"), None),
+    ],
+)
+def test_a_failed_recognition_shows_no_server_path(
+    upload_dir: Path, tmp_path: Path, error: Exception, shown: str | None
+) -> None:
+    class Failing(WidthRecognizer):
+        def predict_many(self, images: list, batch_size: int, task: str = "html", **kwargs) -> list:  # noqa: ANN003
+            raise error
+
+    config = ServeConfig(model_name="stub", examples_dir=str(tmp_path))
+    with TestClient(create_app(Failing(), config), base_url="http://localhost") as c:
+        stream, (kind, data) = call(c, upload(c, "t.png", png_bytes()))
+    assert kind == "error" and "/srv" not in stream and "/tmp" not in stream, stream
+    if shown is not None:
+        assert shown in data["error"]
+
+
+def test_a_page_for_another_host_is_refused(client: TestClient) -> None:
+    r = client.get("/", headers={"host": "attacker.example"})
+    assert r.status_code == 400 and "attacker.example" in r.json()["detail"]
+    assert client.get("/", headers={"host": "localhost:8001"}).status_code == 200
+
+
+def test_ocr_is_one_of_the_outputs(client: TestClient) -> None:
+    radio = next(c for c in client.get("/config").json()["components"] if c["type"] == "radio")
+    assert [choice[0] for choice in radio["props"]["choices"]] == ["html", "otsl", "markdown", "ocr"]
+    _, (kind, data) = call(client, upload(client, "t.png", png_bytes(64, 32)), task="ocr")
+    assert kind == "complete" and "64x32" in data[0]
+
+
+class LayoutStub(WidthRecognizer):
+    """A stand-in layout model: it has a reader (so the server shrinks each page to the reader's
+    side) and puts one word, the whole page, into the table's one cell."""
+
+    reader = "ppocr"
+    reader_options = {"max_side": 100}
+
+    def predict_many(self, images: list, batch_size: int, task: str = "html", **kwargs) -> list[Prediction]:  # noqa: ANN003
+        from dataclasses import replace
+
+        from tabvlm.read import Word
+
+        preds = super().predict_many(images, batch_size, task)
+        return [
+            replace(p, words=[Word("page", (0.0, 0.0, *im.size))], word_cells=[0], page_size=im.size)
+            for p, im in zip(preds, images, strict=True)
+        ]
+
+
+def test_a_layout_models_overlay_is_drawn_on_the_page_the_reader_saw_off_the_event_loop(
+    upload_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import tabvlm.overlay
+
+    drawn_on: list[tuple[tuple[int, int], bool]] = []  # (page size, drawn in the event loop)
+    real = tabvlm.overlay.draw_overlay
+
+    def spy(image, pred):  # noqa: ANN001, ANN202
+        try:
+            asyncio.get_running_loop()
+            in_loop = True
+        except RuntimeError:
+            in_loop = False
+        drawn_on.append((image.size, in_loop))
+        return real(image, pred)
+
+    monkeypatch.setattr(tabvlm.overlay, "draw_overlay", spy)
+    config = ServeConfig(model_name="stub", max_image_bytes=MAX_BYTES, examples_dir=str(tmp_path))
+    with TestClient(create_app(LayoutStub(), config), base_url="http://localhost") as c:
+        stream, (kind, data) = call(c, upload(c, "t.png", png_bytes(300, 150)))
+        assert kind == "complete", stream
+        assert "100x50" in data[0]  # the page, shrunk to the reader's 100 px side, reached the model
+        r = c.get(f"/gradio_api/file={data[-1]['path']}")
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (100, 50)
+    assert drawn_on == [((100, 50), False)]  # on that page, in a worker thread

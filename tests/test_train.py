@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -653,3 +654,13 @@ def test_token_read_rate_counts_image_tokens_whose_nearest_token_is_their_cells(
     # image tokens 0-2 lie in cells (tokens 0 and 1 in the same cell of ids {1, 2}); 3 is in none
     tokens = torch.tensor([[[1, 2], [1, 2], [3, -100], [-100, -100]]])
     assert token_read_rate(features, tokens, embeddings) == (2, 3)
+
+
+def test_progress_in_a_log_file_is_a_plain_line_a_step(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    Trainer(text_config(tmp_path, max_steps=4, progress=True)).fit()  # stderr: not a terminal here
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("lm-pretrain: ")]
+    assert [line.split(" step")[0] for line in lines] == [f"lm-pretrain: {n}/4" for n in range(1, 5)]
+    assert all(re.search(r" \| loss=\d+\.\d{4}$", line) for line in lines)  # each step's own loss
+    assert lines[-1].startswith("lm-pretrain: 4/4 step (100%) | ")

@@ -1,7 +1,10 @@
 """Score table predictions against ground truth: ED, TEDS, TEDS-struct for all / zh / en / span / blank.
 
-Run as: tabvlm eval --data GT.jsonl (--model DIR | --pred PRED.jsonl | --pred NAME=PRED.jsonl ...)
+Run as: tabvlm eval --data GT.jsonl|DIR (--model DIR | --pred PRED.jsonl | --pred NAME=PRED.jsonl ...)
                     [--save-pred OUT.jsonl] [--json SCORES.json] [--jobs N]
+
+`--data DIR` reads DIR/gt.jsonl (the folder `tabvlm synth --out` writes, or examples/), as
+`tabvlm predict DIR` takes the same folder's images.
 
 Every `--pred` (and `--model`) is one row of the printed tables, so systems sit side by side; a
 plain `--pred FILE` is named after the file's stem. GT lines are `{"id", "html", ...}` or canonical
@@ -40,24 +43,85 @@ def _parse_pred(value: str) -> tuple[str, Path]:
     return Path(value).stem, Path(value)
 
 
-def _predict_with_model(model: str, items: list[GTItem], gt_path: str, batch_size: int) -> dict[str, str]:
-    """Run the recognizer over the GT images; id -> predicted HTML."""
+def gt_file(data: str) -> Path:
+    """--data as a GT file: a folder means its gt.jsonl (DataError naming the folder when it has none)."""
+    path = Path(data)
+    if not path.is_dir():
+        return path
+    if not (path / "gt.jsonl").is_file():
+        others = sorted(f.name for f in path.glob("*.jsonl"))
+        found = (
+            f"a folder without gt.jsonl (its jsonl files: {', '.join(others)}; give the GT one as --data)"
+            if others
+            else "a folder with no jsonl file"
+        )
+        raise DataError(
+            f"expected a GT jsonl file, or a folder holding gt.jsonl (as `tabvlm synth --out` writes); found {found}",
+            str(path),
+        )
+    return path / "gt.jsonl"
+
+
+def _predict_with_model(
+    model: str, items: list[GTItem], gt_path: str, batch_size: int, reader: str
+) -> tuple[dict[str, str], dict[str, tuple[float, float, float]]]:
+    """Run the recognizer over the GT images: id -> predicted HTML, and (layout models) id -> the
+    reader's token (precision, recall, F1) against the GT cells. `reader` "truth" gives the layout
+    model each record's true words (`meta.words`, written by `tabvlm synth`) instead of PP-OCRv6."""
     missing = next((it for it in items if it.image is None or not it.image.is_file()), None)
     if missing is not None:
         found = "no 'image' field" if missing.image is None else f"{missing.image} does not exist"
         raise DataError(f"--model needs each GT record's image; {found}", gt_path, missing.line)
     # imported here: torch and the model code load only when a model runs
+    from tabvlm.evaluate import reader_f1
     from tabvlm.recognizer import TableRecognizer
 
     recognizer = TableRecognizer.from_pretrained(model)
-    results = recognizer.predict_many([str(it.image) for it in items], batch_size=batch_size)
-    return {it.id: r.html for it, r in zip(items, results)}
+    images = [str(it.image) for it in items]
+    if reader == "truth":
+        no_words = next((it for it in items if it.words is None), None)
+        if no_words is not None:
+            raise DataError(
+                "--reader truth needs each record's meta.words (tabvlm synth writes them)",
+                gt_path,
+                no_words.line,
+            )
+        if not hasattr(recognizer, "reader"):
+            raise DataError(f"--reader truth: {model} is not a layout model (it reads no words)", gt_path)
+        results = recognizer.predict_many(images, batch_size=batch_size, words=[it.words for it in items])
+    else:
+        results = recognizer.predict_many(images, batch_size=batch_size)
+    f1 = {
+        it.id: reader_f1(r.words, it.html) for it, r in zip(items, results) if hasattr(recognizer, "reader")
+    }
+    return {it.id: r.html for it, r in zip(items, results)}, f1
+
+
+def format_reader_f1(
+    name: str, reader: str, items: list[GTItem], f1: dict[str, tuple[float, float, float]]
+) -> str:
+    """The reader's mean token precision / recall / F1 per category (all / zh / en), one line each."""
+    lines = [f"{name}: reader {reader}, token precision / recall / F1 against the GT cells"]
+    for cat, keep in (
+        ("all", lambda it: True),
+        ("zh", lambda it: it.lang == "zh"),
+        ("en", lambda it: it.lang == "en"),
+    ):
+        got = [f1[it.id] for it in items if keep(it) and it.id in f1]
+        if got:
+            p, r, f = (sum(x[k] for x in got) / len(got) for k in range(3))
+            lines.append(f"  {cat:<4} n={len(got):<5} {p:.4f} / {r:.4f} / {f:.4f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     """Score each system, print the ED / TEDS / TEDS-struct tables; 0 on success."""
     ap = argparse.ArgumentParser(prog="tabvlm eval", description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="GT jsonl ({id, html} lines or canonical records)")
+    ap.add_argument(
+        "--data",
+        required=True,
+        help="GT jsonl ({id, html} lines or canonical records), or a folder holding gt.jsonl",
+    )
     ap.add_argument(
         "--pred",
         action="append",
@@ -69,6 +133,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--model", help="a trained model folder: predict the GT images, then score")
     ap.add_argument("--save-pred", type=Path, help="with --model: write its predictions to this jsonl")
     ap.add_argument("--batch-size", type=int, default=8, help="with --model: images per batch")
+    ap.add_argument(
+        "--reader",
+        choices=("ppocr", "truth"),
+        default="ppocr",
+        help="with a layout --model: its words from PP-OCRv6, or the records' true words (synthetic sets)",
+    )
     ap.add_argument("--json", type=Path, help="write the per-category scores of every system here")
     ap.add_argument("--jobs", type=int, default=1, help="scoring processes (TEDS is slow on big tables)")
     ap.add_argument(
@@ -82,11 +152,13 @@ def main(argv: list[str]) -> int:
     if args.save_pred and not args.model:
         ap.error("--save-pred needs --model")
 
+    data = gt_file(args.data)
     errors: list[DataError] = []  # bad lines of every file, reported and skipped
-    items = load_gt(args.data, errors)
+    items = load_gt(data, errors)
     systems: dict[str, dict[str, str]] = {}
+    reader_scores: dict[str, tuple[float, float, float]] = {}
     if args.model:
-        preds = _predict_with_model(args.model, items, args.data, args.batch_size)
+        preds, reader_scores = _predict_with_model(args.model, items, str(data), args.batch_size, args.reader)
         systems[Path(args.model).name or args.model] = preds
         if args.save_pred:
             args.save_pred.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +177,10 @@ def main(argv: list[str]) -> int:
         for name, preds in systems.items()
     }
     print(format_report(reports))
+    if reader_scores:
+        print("\n" + format_reader_f1(Path(args.model).name or args.model, args.reader, items, reader_scores))
     mode = "pubtabnet" if args.pubtabnet else "omnidoc"
-    print(f"\n{len(items)} GT tables in {args.data}; canonical form: {mode}")
+    print(f"\n{len(items)} GT tables in {data}; canonical form: {mode}")
     for name, report in reports.items():
         if report.missing or report.extra:
             print(
@@ -115,9 +189,15 @@ def main(argv: list[str]) -> int:
             )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(reports_to_dict(reports), ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
-        )
+        scores = reports_to_dict(reports)
+        if reader_scores:
+            got = list(reader_scores.values())
+            scores["reader"] = {
+                "name": args.reader,
+                "tables": len(got),
+                **{k: sum(x[i] for x in got) / len(got) for i, k in enumerate(("precision", "recall", "f1"))},
+            }
+        args.json.write_text(json.dumps(scores, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     if errors:
         print(
             f"tabvlm eval: {len(errors)} bad lines skipped (listed above); the scores cover the rest",

@@ -1,5 +1,6 @@
 """The server: HTTP API (`api`), micro-batching in front of the model (`batcher`), in-memory
-request decoding with limits (`inputs`) and the Gradio web UI (`ui`).
+request decoding with limits (`inputs`), the slots that bound its memory and every wait
+(`limits`) and the Gradio web UI (`ui`).
 
     from tabvlm.recognizer import TableRecognizer
     from tabvlm.serve import ServeConfig, create_app

@@ -1,18 +1,18 @@
 """Request bodies to PIL images, entirely in memory, with the server's limits.
 
 Nothing here touches the file system but `read_image_file` (the web UI's uploads, which Gradio
-has already written to its upload folder): the body is read into bytes (counted as it arrives),
-multipart forms are split by python-multipart's streaming parser into byte strings (Starlette's
-own form parser would spool large files to a temporary file), and images decode from BytesIO.
-A body that stops arriving is cut off (408) after the body timeout, so a stalled client cannot
-hold a connection and its half body for ever. Each failure is an `InputError` carrying the HTTP
-status the API answers with.
+has already written to its upload folder): the body is read into one bytearray (counted as it
+arrives, never copied whole), multipart forms are split by python-multipart's streaming parser
+into bytearrays (Starlette's own form parser would spool large files to a temporary file), base64
+is decoded without another copy of its text where it holds no line breaks, and images decode from
+BytesIO. A body that stops arriving is cut off (408) after the body timeout, so a stalled client
+cannot hold a connection and its half body for ever. Each failure is an `InputError` carrying the
+HTTP status the API answers with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import os
 from collections.abc import AsyncIterator
@@ -46,19 +46,26 @@ def body_limit(max_image_bytes: int) -> int:
     return int(max_image_bytes * JSON_BODY_FACTOR) + MULTIPART_SLACK
 
 
+def check_content_length(content_length: str | None, limit: int) -> None:
+    """Refuse (413) a body whose declared length is over `limit` before reading any of it."""
+    if content_length is None:
+        return
+    try:
+        declared = int(content_length)
+    except ValueError as e:
+        raise InputError(400, f"Content-Length is not a number: {content_length!r}") from e
+    if declared > limit:
+        raise InputError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+
+
 async def read_body(
     content_length: str | None, chunks: AsyncIterator[bytes], limit: int, timeout: float | None = None
-) -> bytes:
+) -> bytearray:
     """The whole body, refusing (413) as soon as Content-Length or the bytes counted so far pass
     `limit` (a client may lie about, or leave out, Content-Length), and (408) when it has not all
-    arrived within `timeout` seconds (a stalled or trickling client)."""
-    if content_length is not None:
-        try:
-            declared = int(content_length)
-        except ValueError as e:
-            raise InputError(400, f"Content-Length is not a number: {content_length!r}") from e
-        if declared > limit:
-            raise InputError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+    arrived within `timeout` seconds (a stalled or trickling client). A bytearray, not bytes: the
+    caller frees it with `.clear()` once parsed, and no whole-body copy is ever made."""
+    check_content_length(content_length, limit)
     buf = bytearray()
     try:
         async with asyncio.timeout(timeout):
@@ -70,16 +77,16 @@ async def read_body(
         raise InputError(
             408, f"the request body did not arrive within {timeout} s ({len(buf)} bytes came)"
         ) from e
-    return bytes(buf)
+    return buf
 
 
-def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
-    """Form fields by name (the first of each), values as bytes, parsed in memory."""
+def parse_multipart(content_type: str, body: bytes | bytearray) -> dict[str, bytearray]:
+    """Form fields by name (the first of each), values as bytearrays, parsed in memory."""
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
         raise InputError(400, "multipart/form-data without a boundary")
-    fields: dict[str, bytes] = {}
+    fields: dict[str, bytearray] = {}
     state: dict[str, object] = {"name": None, "data": bytearray(), "hfield": b"", "hvalue": b""}
 
     def on_part_begin() -> None:
@@ -104,7 +111,7 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
     def on_part_end() -> None:
         name = state["name"]
         if isinstance(name, str) and name not in fields:
-            fields[name] = bytes(state["data"])  # type: ignore[arg-type]
+            fields[name] = state["data"]  # type: ignore[assignment]
 
     callbacks = {
         "on_part_begin": on_part_begin,
@@ -126,18 +133,23 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
 def decode_base64_image(text: str) -> bytes:
     """Image bytes from plain base64 or a `data:image/...;base64,` URI. Line breaks and spaces
     inside are ignored (`base64 FILE` wraps at 76 columns); any other character outside the
-    base64 alphabet is refused (400)."""
+    base64 alphabet is refused (400). The text is copied at most twice (the part after a data
+    URI's comma; the text without its line breaks), never re-encoded."""
     if text.startswith("data:"):
-        header, sep, text = text.partition(",")
-        if not sep or ";base64" not in header:
+        comma = text.find(",")
+        if comma < 0 or ";base64" not in text[:comma]:
             raise InputError(400, "expected a base64 data URI (data:image/png;base64,...)")
+        text = text[comma + 1 :]
+    if any(c in text for c in " \t\r\n"):
+        text = text.translate(BASE64_WHITESPACE)
     try:
-        return base64.b64decode(text.translate(BASE64_WHITESPACE), validate=True)
+        # an ASCII str is read in place (base64.b64decode would first encode a copy of it)
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as e:
         raise InputError(400, f"the image is not valid base64 ({e})") from e
 
 
-def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes | bytearray, max_bytes: int, max_pixels: int) -> Image.Image:
     """An RGB PIL image from bytes, through `tabvlm.image.load_image` (the loader predict and
     training use: EXIF orientation applied, alpha on white): 413 over `max_bytes`; 400 for
     empty, unknown, corrupt or too-many-pixel images, the pixel count checked from the header

@@ -5,16 +5,22 @@ time taken, and download HTML / Markdown / CSV. Downloads are written to a fresh
 per request (fixed file names, never a path from the user), inside one folder per server that
 keeps only the newest `KEEP_REQUEST_DIRS`. Predictions go through the same batcher as the API.
 
-Files: an event's input is taken only from Gradio's upload folder, and `/gradio_api/file=` serves
-only Gradio's own folders and the UI's (see `mount_ui`); the image is decoded by the API's loader,
-its pixel count checked before decoding (see `build_ui`).
+Files: an event's input is taken only from Gradio's upload folder (a path anywhere else, or an
+http(s) URL, which Gradio would download, is refused before Gradio touches it), and Gradio's
+file routes (`/gradio_api/file=P`, and `/gradio_api/file/P`, its older spelling) serve only that
+folder and the UI's own, never a URL (see `mount_ui`). The image is decoded by the API's loader
+in the API's decode slots, its pixel count checked before decoding (see `build_ui`); a layout
+model's overlay is drawn on the page the reader saw (the API hands it back with the prediction),
+in a worker thread. Error messages name no server path: Gradio's own errors are not shown
+(`show_error=False`), and ours are stripped of absolute paths.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -24,12 +30,14 @@ from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
-from PIL import Image
+from fastapi.responses import JSONResponse
+from gradio.utils import get_upload_folder
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tabvlm.errors import TabVLMError
-from tabvlm.serve.batcher import QueueFullError
-from tabvlm.serve.inputs import InputError, read_image_file
-from tabvlm.tasks import TABLE_TASKS
+from tabvlm.serve.api import SERVED_TASKS
+from tabvlm.serve.inputs import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +57,80 @@ CSS = """
 #tabvlm-table thead td { font-weight: bold; background: #f3f3f3; }
 """
 
-Predict = Callable[[Image.Image, str], Awaitable[Any]]  # (image, task) -> Prediction
+# (path of the upload in Gradio's upload folder, task) -> (Prediction, the decoded and shrunk
+# image it was made from); refusals are InputErrors
+Predict = Callable[[str, str], Awaitable[tuple[Any, Any]]]
+# Gradio serves files (and would fetch and stream http(s) URLs) at FILE_ROUTE=P and FILE_ROUTE/P
+FILE_ROUTE = "/gradio_api/file"
+PROXY_ROUTE = "/gradio_api/proxy="  # Gradio's relay to other Gradio apps
+UPLOADS_ONLY = "Only an image uploaded through this page can be recognised; upload it again."
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"<>]+")
+
+
+def without_paths(message: str) -> str:
+    """`message` with each absolute path in it replaced by "<path>": the UI names no server file."""
+    return _ABSOLUTE_PATH.sub("<path>", message)
+
+
+def inside(path: Any, folder: Path) -> bool:
+    """Whether `path` is an absolute path inside `folder` (a resolved folder), links resolved."""
+    return (
+        isinstance(path, str) and os.path.isabs(path) and Path(os.path.realpath(path)).is_relative_to(folder)
+    )
+
+
+def _file_paths(data: Any) -> list[Any]:
+    """The "path" of every FileData-like object (a dict with a "path") in an event's input."""
+    found, stack = [], [data]
+    while stack:  # no recursion: the client chooses the nesting
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "path" in item:
+                found.append(item["path"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+class _UploadsOnlyBlocks(gr.Blocks):
+    """Blocks whose events take files only from Gradio's upload folder. Gradio itself downloads a
+    FileData whose path is an http(s) URL, and its refusal of any other path names that path as
+    an absolute one (the server's working directory with it); both are refused here first, with a
+    message that names nothing."""
+
+    async def preprocess_data(self, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        folder = Path(os.path.realpath(get_upload_folder()))
+        for path in _file_paths(inputs):
+            if not inside(path, folder):
+                logger.warning("web UI: refused an input file outside the upload folder: %.200r", path)
+                raise gr.Error(UPLOADS_ONLY)
+        return await super().preprocess_data(block_fn, inputs, *args, **kwargs)
+
+
+class _ServeFolders:
+    """ASGI middleware: any path under Gradio's `/gradio_api/file` (`file=P`, `file/P`) answers
+    only for a P inside `folders` (Gradio would fetch and stream an http(s) P from the server);
+    its `/gradio_api/proxy=` never."""
+
+    def __init__(self, app: ASGIApp, folders: list[Path]):
+        self.app, self.folders = app, [Path(os.path.realpath(f)) for f in folders]
+
+    def serves(self, path: str) -> bool:
+        """Whether a request path may reach Gradio."""
+        if path.startswith(PROXY_ROUTE):
+            return False
+        if not path.startswith(FILE_ROUTE):
+            return True
+        sep, target = path[len(FILE_ROUTE) : len(FILE_ROUTE) + 1], path[len(FILE_ROUTE) + 1 :]
+        return sep in ("=", "/") and any(inside(target, f) for f in self.folders)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not self.serves(path):
+            await JSONResponse({"detail": "File not allowed."}, status_code=403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def example_configs() -> tuple[Any, Any]:
@@ -107,45 +188,48 @@ class _Downloads:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def build_ui(
-    predict: Predict,
-    model_name: str,
-    examples: list[str],
-    downloads: _Downloads,
-    max_bytes: int,
-    max_pixels: int,
-) -> gr.Blocks:
+def _overlay_of(page: Any, pred: Any) -> Any:
+    """The overlay picture of a layout model's prediction (None for a model that reads no words):
+    its words and cells drawn on `page`, the image the reader saw (`Prediction.page_size`)."""
+    if not pred.words or not pred.page_size:
+        return None
+    from tabvlm.overlay import draw_overlay
+
+    if page.size != tuple(pred.page_size):  # a recognizer that read another size than it was given
+        page = page.resize(tuple(pred.page_size))
+    return draw_overlay(page, pred)
+
+
+def build_ui(predict: Predict, model_name: str, examples: list[str], downloads: _Downloads) -> gr.Blocks:
     """The Blocks app; `predict` is awaited for each click.
 
     The image reaches `recognise` as the path of Gradio's upload (Gradio opens only its header,
-    and converts nothing with `image_mode=None`); it is decoded by the API's loader
+    and converts nothing with `image_mode=None`); `predict` decodes it with the API's loader
     (`read_image_file`): pixel count checked from the header before decoding, EXIF orientation
     applied."""
 
     async def recognise(path: str | None, task: str) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Upload, paste or pick an image first.")
-        if task not in TABLE_TASKS:  # the Radio lets None through from a client of the HTTP route
-            raise gr.Error(f"Unknown output {task!r}; expected one of {', '.join(TABLE_TASKS)}.")
+        if task not in SERVED_TASKS:  # the Radio lets None through from a client of the HTTP route
+            raise gr.Error(f"Unknown output {task!r}; expected one of {', '.join(SERVED_TASKS)}.")
         t0 = time.perf_counter()
         try:
-            image = await asyncio.to_thread(read_image_file, path, max_bytes, max_pixels)
-            pred = await predict(image, task)
-        except InputError as e:
-            raise gr.Error(e.reason) from e
-        except QueueFullError as e:
-            raise gr.Error(f"The server is busy ({e}); try again in a moment.") from e
-        except TimeoutError as e:
-            raise gr.Error("No answer within the request timeout.") from e
+            pred, page = await predict(path, task)
+        except InputError as e:  # too large, corrupt, busy (503), timeout (504)
+            raise gr.Error(without_paths(e.reason)) from e
+        except TabVLMError as e:  # a failed recognition
+            raise gr.Error(without_paths(str(e))) from e
         seconds = time.perf_counter() - t0
         # the table the output parses into, whatever the task; the model's text where none
         shown = pred.html or f"<pre>{html.escape(pred.raw)}</pre>"
         source = pred.html if task == "html" and pred.html else pred.raw
         files = downloads.write(pred.html or pred.raw, pred.markdown, pred.csv)
         took = f"{seconds:.3f} s ({pred.tokens} tokens)"
-        return (shown, source, took, *files)
+        overlay = await run_in_threadpool(_overlay_of, page, pred)  # a page's copy: not in the event loop
+        return (shown, source, took, *files, overlay)
 
-    with gr.Blocks(title="tabvlm", analytics_enabled=False) as blocks:
+    with _UploadsOnlyBlocks(title="tabvlm", analytics_enabled=False) as blocks:
         gr.Markdown(f"# tabvlm\nA table image in, HTML out. Model: `{model_name}`.")
         with gr.Row():
             with gr.Column():
@@ -156,7 +240,7 @@ def build_ui(
                     label="Table image",
                     elem_id="tabvlm-image",
                 )
-                task = gr.Radio(list(TABLE_TASKS), value="html", label="Output")
+                task = gr.Radio(list(SERVED_TASKS), value="html", label="Output")  # ocr: the text
                 run = gr.Button("Recognise", variant="primary", elem_id="tabvlm-run")
                 if examples:
                     gr.Examples(examples=examples, inputs=image, label="Examples")
@@ -168,10 +252,12 @@ def build_ui(
                     dl_md = gr.DownloadButton("Markdown", value=None)
                     dl_csv = gr.DownloadButton("CSV", value=None)
         source = gr.Code(language="html", label="HTML source", elem_id="tabvlm-source")
+        # read, then lay out: the reader's words and the cells the model put them into
+        overlay = gr.Image(label="Words and cells", type="pil", interactive=False, elem_id="tabvlm-overlay")
         run.click(
             recognise,
             inputs=[image, task],
-            outputs=[rendered, source, took, dl_html, dl_md, dl_csv],
+            outputs=[rendered, source, took, dl_html, dl_md, dl_csv, overlay],
             concurrency_limit=None,  # the batcher bounds the work; let UI requests batch together
         )
     return blocks
@@ -182,15 +268,15 @@ def mount_ui(app: FastAPI, predict: Predict, config: Any) -> Path:
     Returns the UI's temporary folder (examples, downloads), for the caller to remove at shutdown."""
     root = Path(tempfile.mkdtemp(prefix="tabvlm-ui-"))
     examples = example_images(config.examples_dir, root)
-    blocks = build_ui(
-        predict, config.model_name, examples, _Downloads(root), config.max_image_bytes, config.max_pixels
-    )
+    blocks = build_ui(predict, config.model_name, examples, _Downloads(root))
+    app.add_middleware(_ServeFolders, folders=[root, Path(get_upload_folder())])
     gr.mount_gradio_app(
         app,
         blocks,
         path="/",
         allowed_paths=[str(root)],
         max_file_size=config.max_image_bytes,
+        show_error=False,  # Gradio's own messages may name server paths; the UI's gr.Error ones show
         ssr_mode=False,  # no Node server
         mcp_server=False,
         footer_links=["api"],

@@ -33,7 +33,8 @@ overridable with `train_vision` / `train_projector` / `train_lm`). Everything el
   file in out_dir when the Trainer starts: a bad value is a one-line ConfigError before any step.
 - A non-finite loss or gradient stops the run before the optimizer step (TrainingError), the
   last good checkpoint untouched.
-- Logs: TensorBoard scalars, a tqdm bar with ETA, a line every `log_every` steps with loss,
+- Logs: TensorBoard scalars, a tqdm bar with ETA (on a terminal; in a log file a plain progress
+  line now and then instead, `tabvlm.progress`), a line every `log_every` steps with loss,
   tokens/s and MFU. MFU = 6 * parameters * tokens/s / peak FLOP/s (the 6N-per-token estimate:
   forward 2N, backward 4N; attention and the vision tower's per-patch cost are left out, so it
   is a slight under-estimate). `peak_flops` None: 989e12 on CUDA (H100 SXM bf16 dense), and no

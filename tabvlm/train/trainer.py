@@ -23,6 +23,7 @@ from tabvlm.data.dataset import JsonlDataset, Sample, SynthSamples
 from tabvlm.errors import ConfigError
 from tabvlm.hf.load import init_model
 from tabvlm.model import TabVLM
+from tabvlm.progress import progress
 from tabvlm.tokenizer import IGNORE_INDEX, TableTokenizer, load_tokenizer
 from tabvlm.train.checkpoint import (
     TrainingError,
@@ -480,12 +481,8 @@ class Trainer:
         logs = TrainLogger(self.is_main, self.out_dir, cfg.tensorboard, cfg.wandb_project, to_dict(cfg))
         loader = self._loader()
         bar = None
-        if self.is_main and cfg.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=cfg.max_steps, initial=self.step, unit="step", desc=cfg.stage, dynamic_ncols=True
-            )
+        if self.is_main and cfg.progress:  # a bar on a terminal, plain lines in a log file
+            bar = progress(total=cfg.max_steps, initial=self.step, unit="step", desc=cfg.stage)
         stats: dict[str, float] = {"loss": float("nan")}
         window = Window()
         try:
@@ -493,8 +490,8 @@ class Trainer:
                 stats = self.train_step([next(loader) for _ in range(cfg.grad_accum)])
                 window.add(stats)
                 if bar is not None:
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}")  # first: a plain line shows this step's
                     bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.4f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     self._log_window(window, stats, logs)
                     window.reset()
