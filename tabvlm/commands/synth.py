@@ -45,6 +45,7 @@ from tabvlm.data.render import (
 from tabvlm.data.shards import shard_path, write_shard
 from tabvlm.data.synth import SynthConfig, has_cjk
 from tabvlm.errors import ConfigError
+from tabvlm.read.truth import truth_words
 from tabvlm.tables.html import to_html
 from tabvlm.tasks import user_prompt
 
@@ -120,6 +121,10 @@ def _write_samples(job: tuple[int, list[int], SynthRunConfig, str, str]) -> list
                     "style": rendered.style,
                     "seed": seed,
                     "index": i,
+                    # the renderer's true words (tabvlm.read.truth), for `tabvlm eval --reader truth`
+                    "words": [
+                        [w.text, *(round(v, 1) for v in w.box)] for w in truth_words(rendered, table)[0]
+                    ],
                 },
             }
         )

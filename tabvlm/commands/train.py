@@ -15,7 +15,7 @@ import argparse
 
 import torch.distributed as dist
 
-from tabvlm.config import load
+from tabvlm.config import load, load_yaml
 from tabvlm.train import TrainConfig, Trainer
 
 
@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in out_dir")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     args = ap.parse_intermixed_args(argv)  # options may come after the overrides
+    if load_yaml(args.config).get("stage") == "layout":
+        return _train_layout(args.config, list(args.overrides), args.resume)
     overrides = list(args.overrides) + (["progress=false"] if args.no_progress else [])
     cfg = load(TrainConfig, args.config, overrides)
     try:
@@ -49,4 +51,21 @@ def main(argv: list[str]) -> int:
             f"held-out ({cfg.eval.final_samples} tables): image tokens read {result.metrics['final_read']:.4f}"
         )
     print(f"model: {result.final_dir}")
+    return 0
+
+
+def _train_layout(config: str, overrides: list[str], resume: bool) -> int:
+    """`stage: layout` recipes: the layout model's trainer (tabvlm.train.layout)."""
+    import logging
+
+    from tabvlm.train.layout import LayoutTrainConfig, LayoutTrainer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    cfg = load(LayoutTrainConfig, config, overrides)
+    result = LayoutTrainer(cfg, resume=resume).fit()
+    print(
+        f"step {result['step']}: held-out TEDS {result.get('teds', float('nan')):.4f}  "
+        f"TEDS-struct {result.get('teds_struct', float('nan')):.4f}"
+    )
+    print(f"model: {cfg.out_dir}/final")
     return 0

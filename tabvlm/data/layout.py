@@ -1,0 +1,382 @@
+"""Inputs and targets of the layout model (`tabvlm.model.layout`), for training and inference alike.
+
+`encode_inputs(image, words, cfg, tokenizer)`: the page as a gray square (fit as `fit_image`
+does: longer side to `image_size`, the table at the top left), each word's box as a share of the
+longer side, each word's text as token ids. `layout_targets(table, word_cells)`: the OTSL tags of
+the grid and, for each word, the input position of its cell's fcel tag (-1: no cell).
+`SynthLayoutSamples`: sample i of a seed, rendered, read by the truth reader and noised.
+`collate_layout` pads a list of samples into one batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tabvlm.data.fonts import FontSet, discover_fonts
+from tabvlm.data.noise import NoiseConfig, add_reader_noise
+from tabvlm.data.render import RenderConfig, make_sample
+from tabvlm.data.synth import SynthConfig
+from tabvlm.errors import ConfigError, DataError, TableError
+from tabvlm.image import resize_to_fit
+from tabvlm.model.layout import BOS, TAG_ID, LayoutConfig
+from tabvlm.read.truth import truth_words
+from tabvlm.read.words import Word, line_groups
+from tabvlm.tables.grid import Table
+from tabvlm.tokenizer import TableTokenizer
+
+MAX_WORD_TOKENS = 8  # a word's text embedding averages at most its first 8 token ids
+
+
+@dataclass
+class LayoutInputs:
+    pixels: torch.Tensor  # (1,S,S) uint8 gray
+    boxes: torch.Tensor  # (W,4) float, share of the image's longer side
+    text_ids: list[list[int]]
+    lines: torch.Tensor | None = None  # (W,) long: each word's visual line (`grid_hints`)
+    bands: torch.Tensor | None = None  # (W,) long: each word's column band
+
+
+def grid_hints(words: Sequence[Word]) -> tuple[list[int], list[int]]:
+    """Where each word sits in a first guess of the grid, from geometry alone (no learning):
+    its visual line (`line_groups`, top to bottom) and its column band (left to right). Bands
+    are the runs of x covered by the words, split at x positions that almost no line covers:
+    a gap covered by at most a tenth of the lines (a header spanning two columns, say) still
+    splits. The model reads these as hints beside the boxes; it learns where they are wrong
+    (multi-line cells, spans, ragged columns)."""
+    n = len(words)
+    if not n:
+        return [], []
+    line_of = [0] * n
+    groups = line_groups(words)
+    for k, line in enumerate(groups):
+        for i in line:
+            line_of[i] = k
+    x0 = min(w.box[0] for w in words)
+    x1 = max(w.box[2] for w in words)
+    bins = 512
+    scale = bins / max(1e-6, x1 - x0)
+    cover = np.zeros(bins + 1, np.int32)
+    for line in groups:  # coverage counted once per line, so a long line counts as one
+        hit = np.zeros(bins + 1, bool)
+        for i in line:
+            a, b = int((words[i].box[0] - x0) * scale), int(np.ceil((words[i].box[2] - x0) * scale))
+            hit[a : max(a + 1, b)] = True
+        cover += hit
+    gap = cover <= len(groups) // 10
+    band_at = np.cumsum(np.diff(gap.astype(np.int8), prepend=1) == -1) - 1  # band index of each bin
+    band_of = []
+    for w in words:
+        c = int(((w.box[0] + w.box[2]) / 2 - x0) * scale)
+        band_of.append(max(0, int(band_at[min(bins, max(0, c))])))
+    return line_of, band_of
+
+
+@dataclass
+class LayoutTargets:
+    tags: list[int]  # target tags t0..t_{n-1}, the last one "end"
+    word_targets: list[int]  # per word: input position of its fcel tag, -1 for none
+    word_rows: list[int] = field(default_factory=list)  # per word: its cell's anchor row, -1 for none
+    word_cols: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LayoutSample:
+    inputs: LayoutInputs
+    targets: LayoutTargets
+    words: list[Word] = field(default_factory=list)
+
+
+def encode_inputs(
+    image: Image.Image, words: Sequence[Word], cfg: LayoutConfig, tokenizer: TableTokenizer
+) -> LayoutInputs:
+    """The model's view of a page and its words (see the module docstring)."""
+    w, h = image.size
+    side = max(w, h)
+    small = resize_to_fit(image, cfg.image_size).convert("L")
+    canvas = np.full((cfg.image_size, cfg.image_size), 255, np.uint8)
+    arr = np.asarray(small)
+    canvas[: arr.shape[0], : arr.shape[1]] = arr
+    boxes = torch.tensor([list(wd.box) for wd in words], dtype=torch.float32).reshape(-1, 4) / side
+    ids = tokenizer.encode_batch([wd.text for wd in words]) if words else []
+    lines, bands = grid_hints(words)
+    return LayoutInputs(
+        torch.from_numpy(canvas)[None],
+        boxes.clamp(0, 1),
+        [i[:MAX_WORD_TOKENS] for i in ids],
+        torch.tensor(lines, dtype=torch.long),
+        torch.tensor(bands, dtype=torch.long),
+    )
+
+
+def table_tags(table: Table) -> tuple[list[int], dict[int, int]]:
+    """The OTSL tags of `table` row by row (`nl` ends each row, `end` the table) and, for each
+    cell with text (index in table.cells), the index of its fcel tag."""
+    index = {id(c): i for i, c in enumerate(table.cells)}
+    tags: list[int] = []
+    fcel_of: dict[int, int] = {}
+    for r, line in enumerate(table.slots()):
+        for k, cell in enumerate(line):
+            assert cell is not None
+            if (cell.row, cell.col) == (r, k):
+                if cell.text:
+                    fcel_of[index[id(cell)]] = len(tags)
+                    tags.append(TAG_ID["fcel"])
+                else:
+                    tags.append(TAG_ID["ecel"])
+            elif cell.row == r:
+                tags.append(TAG_ID["lcel"])
+            elif cell.col == k:
+                tags.append(TAG_ID["ucel"])
+            else:
+                tags.append(TAG_ID["xcel"])
+        tags.append(TAG_ID["nl"])
+    tags.append(TAG_ID["end"])
+    return tags, fcel_of
+
+
+def layout_targets(table: Table, word_cells: Sequence[int]) -> LayoutTargets:
+    """Tags of `table` and each word's pointer target: its cell's fcel tag is input at position
+    index + 1 (after <bos>); a word of no cell, or of an empty cell, points to none (-1)."""
+    tags, fcel_of = table_tags(table)
+    return LayoutTargets(
+        tags,
+        [fcel_of[c] + 1 if c in fcel_of else -1 for c in word_cells],
+        [table.cells[c].row if c in fcel_of else -1 for c in word_cells],
+        [table.cells[c].col if c in fcel_of else -1 for c in word_cells],
+    )
+
+
+def tag_slots(tags: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Row and column of the slot each input position writes next: inputs are <bos> + tags[:-1]."""
+    rows, cols = [0], [0]
+    r = c = 0
+    for t in tags[:-1]:
+        if t == TAG_ID["nl"]:
+            r, c = r + 1, 0
+        else:
+            c += 1
+        rows.append(r)
+        cols.append(c)
+    return rows, cols
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str, torch.Tensor]:
+    """Pad samples into one batch: the model's forward keywords plus `tag_targets` and
+    `word_targets` (IGNORE -100 at padding; "none" is the last pointer column, index T).
+    `pad_to` rounds the word and tag lengths up (training: fewer distinct shapes for the CPU
+    kernels' caches)."""
+    B = len(samples)
+    W = _round_up(max(1, max(len(s.inputs.text_ids) for s in samples)), pad_to)
+    T = _round_up(max(len(s.targets.tags) for s in samples), pad_to)
+    pixels = torch.stack([s.inputs.pixels for s in samples]).float() / 255.0
+    boxes = torch.zeros(B, W, 4)
+    word_mask = torch.zeros(B, W, dtype=torch.bool)
+    lines = torch.zeros(B, W, dtype=torch.long)
+    bands = torch.zeros(B, W, dtype=torch.long)
+    tags = torch.full((B, T), BOS, dtype=torch.long)
+    rows = torch.zeros(B, T, dtype=torch.long)
+    cols = torch.zeros(B, T, dtype=torch.long)
+    tag_mask = torch.zeros(B, T, dtype=torch.bool)
+    tag_targets = torch.full((B, T), -100, dtype=torch.long)
+    word_targets = torch.full((B, W), -100, dtype=torch.long)
+    word_rows = torch.full((B, W), -100, dtype=torch.long)
+    word_cols = torch.full((B, W), -100, dtype=torch.long)
+    flat: list[int] = []
+    offsets: list[int] = []
+    for b, s in enumerate(samples):
+        n = len(s.inputs.text_ids)
+        boxes[b, :n] = s.inputs.boxes
+        word_mask[b, :n] = True
+        if s.inputs.lines is not None and n:
+            lines[b, :n] = s.inputs.lines
+            bands[b, :n] = s.inputs.bands
+        for k in range(W):
+            offsets.append(len(flat))
+            if k < n:
+                flat.extend(s.inputs.text_ids[k])
+        t = s.targets.tags
+        tags[b, 1 : len(t)] = torch.tensor(t[:-1])
+        r, c = tag_slots(t)
+        rows[b, : len(t)] = torch.tensor(r)
+        cols[b, : len(t)] = torch.tensor(c)
+        tag_mask[b, : len(t)] = True
+        tag_targets[b, : len(t)] = torch.tensor(t)
+        wt = torch.tensor(s.targets.word_targets, dtype=torch.long)
+        word_targets[b, :n] = torch.where(wt < 0, torch.full_like(wt, T), wt)
+        for dst, src in ((word_rows, s.targets.word_rows), (word_cols, s.targets.word_cols)):
+            if src:
+                v = torch.tensor(src, dtype=torch.long)
+                dst[b, :n] = torch.where(v < 0, torch.full_like(v, -100), v)
+    return {
+        "pixels": pixels,
+        "boxes": boxes,
+        "word_mask": word_mask,
+        "lines": lines,
+        "bands": bands,
+        "text_ids": torch.tensor(flat, dtype=torch.long),
+        "text_offsets": torch.tensor(offsets, dtype=torch.long),
+        "tags": tags,
+        "rows": rows,
+        "cols": cols,
+        "tag_mask": tag_mask,
+        "tag_targets": tag_targets,
+        "word_targets": word_targets,
+        "word_rows": word_rows,
+        "word_cols": word_cols,
+    }
+
+
+@dataclass
+class LayoutDataConfig:
+    """The synthetic stream of the layout stage."""
+
+    seed: int = 0
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    noise_rate: float = 0.9  # share of samples whose words get reader noise (the rest: the truth)
+    # User records (jsonl of image + HTML answer, e.g. PaddleOCR-VL fine-tuning data): words from
+    # the reader (cached: read once), cells by aligning their text (tabvlm.data.align).
+    files: list[str] = field(default_factory=list)
+    files_ratio: float = 0.0  # share of samples drawn from `files`
+    reader: str = "ppocr"
+    read_cache: str | None = None  # a folder: the reader's words of each record image, kept on disk
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.files_ratio <= 1.0:
+            raise ConfigError(f"data.files_ratio: expected a share in [0, 1], found {self.files_ratio}")
+        if self.files_ratio > 0 and not self.files:
+            raise ConfigError("data.files_ratio > 0 but data.files is empty")
+
+
+class RecordLayoutSamples:
+    """Layout samples from canonical records (image + HTML answer): the reader's words of the
+    image, each put into a cell by `align_words`. Records are read once, at construction."""
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        model_cfg: LayoutConfig,
+        tokenizer: TableTokenizer,
+        reader: str = "ppocr",
+        read_cache: str | None = None,
+    ):
+        from tabvlm.data.records import read_records
+        from tabvlm.read.cache import WordCache
+
+        self.records = [r for f in files for r in read_records(f)]
+        if not self.records:
+            raise DataError(f"no records in {list(files)}")
+        self.model_cfg, self.tokenizer, self.reader = model_cfg, tokenizer, reader
+        self.cache = WordCache(folder=read_cache) if read_cache else True
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def raw(self, index: int) -> tuple[Table, Image.Image, list[Word], list[int]]:
+        from tabvlm.data.align import align_words
+        from tabvlm.image import load_image
+        from tabvlm.read import read_words
+        from tabvlm.tables.html import parse_html
+
+        rec = self.records[index]
+        if rec.image is None:
+            raise DataError("a layout record needs an image", rec.file, rec.line)
+        try:
+            table = parse_html(rec.answer)
+        except TableError as e:
+            raise DataError(f"the answer holds no table: {e}", rec.file, rec.line) from e
+        image = load_image(rec.image)
+        words = read_words(image, self.reader, name=str(rec.image), cache=self.cache)
+        return table, image, words, align_words(words, table)
+
+    def __getitem__(self, index: int) -> LayoutSample:
+        table, image, words, cells = self.raw(index)
+        return LayoutSample(
+            encode_inputs(image, words, self.model_cfg, self.tokenizer), layout_targets(table, cells), words
+        )
+
+
+class LayoutSamples:
+    """The training stream: sample i is a user record with probability `files_ratio` (records in
+    a fresh shuffle each pass, from `records:{seed}:{pass}`), else synthetic sample i."""
+
+    def __init__(self, cfg: LayoutDataConfig, model_cfg: LayoutConfig, tokenizer: TableTokenizer):
+        self.cfg = cfg
+        self.synth = SynthLayoutSamples(cfg, model_cfg, tokenizer)
+        self.records = (
+            RecordLayoutSamples(cfg.files, model_cfg, tokenizer, cfg.reader, cfg.read_cache)
+            if cfg.files_ratio > 0
+            else None
+        )
+
+    def __getitem__(self, index: int) -> LayoutSample:
+        if (
+            self.records is not None
+            and random.Random(f"source:{self.cfg.seed}:{index}").random() < self.cfg.files_ratio
+        ):
+            n = len(self.records)
+            k = int(index * self.cfg.files_ratio)  # the k-th record drawn, roughly: passes advance with i
+            order = list(range(n))
+            random.Random(f"records:{self.cfg.seed}:{k // n}").shuffle(order)
+            return self.records[order[k % n]]
+        return self.synth[index]
+
+
+class SynthLayoutSamples:
+    """Sample i of `cfg.seed`: the grid and drawing of `render.make_sample`, its true words and
+    cells, reader noise from the `noise:{seed}:{i}` stream. A sample whose words or tags exceed
+    the model's limits is redrawn (next attempt), so every index gives a usable sample."""
+
+    def __init__(
+        self,
+        cfg: LayoutDataConfig,
+        model_cfg: LayoutConfig,
+        tokenizer: TableTokenizer,
+        fonts: FontSet | None = None,
+    ):
+        self.cfg = cfg
+        self.model_cfg = model_cfg
+        self.tokenizer = tokenizer
+        self.fonts = (
+            fonts
+            if fonts is not None
+            else discover_fonts(cfg.render.font_dirs, cfg.render.use_system_fonts, need_cjk=True)
+        )
+
+    def raw(self, index: int) -> tuple[Table, Image.Image, list[Word], list[int]]:
+        """The grid, image, (noised) words and their cells of sample `index`."""
+        cfg, m = self.cfg, self.model_cfg
+        for attempt in range(20):
+            table, rendered = make_sample(cfg.seed, index, cfg.synth, cfg.render, self.fonts, attempt)
+            words, cells = truth_words(rendered, table)
+            rng = random.Random(f"noise:{cfg.seed}:{index}:{attempt}")
+            if rng.random() < cfg.noise_rate:
+                words, cells = add_reader_noise(words, cells, rng, cfg.noise)
+            n_tags = table.n_rows * (table.n_cols + 1) + 1
+            if (
+                len(words) <= m.max_words
+                and n_tags <= m.max_tags
+                and table.n_rows <= m.max_rows
+                and table.n_cols <= m.max_cols
+            ):
+                return table, rendered.image, words, cells
+        raise RuntimeError(
+            f"sample {index}: 20 draws exceeded the model's limits; lower synth.max_rows / max_cols"
+        )
+
+    def __getitem__(self, index: int) -> LayoutSample:
+        table, image, words, cells = self.raw(index)
+        return LayoutSample(
+            encode_inputs(image, words, self.model_cfg, self.tokenizer), layout_targets(table, cells), words
+        )

@@ -1,0 +1,193 @@
+"""Decoding the layout model: prefill the prefix once, then grammar-constrained greedy tags, then
+each word to its cell.
+
+The OTSL grammar keeps every output a rectangular, valid grid: the first row sets the width
+(`nl` only after a full row afterwards), `lcel` needs an anchor or `lcel` to its left, `ucel`
+an anchor or `ucel` above, `xcel` a `ucel`/`xcel` to its left and an `lcel`/`xcel` above, `end`
+only after a `nl`. A row or tag budget closes the table early (finish reason "length").
+At the end each word goes to its best cell by the pointer (or to none): a cell's text is its
+words joined in reading order; a fcel that gets no word is an empty cell.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import torch
+
+from tabvlm.data.layout import LayoutInputs, LayoutSample, LayoutTargets, collate_layout
+from tabvlm.model.layout import BOS, TAG_ID, TAGS, LayoutModel
+from tabvlm.read.words import Word, join_words
+from tabvlm.tables.grid import Table
+from tabvlm.tables.otsl import parse_otsl
+
+_F, _E, _L, _U, _X, _NL, _END = (TAG_ID[t] for t in TAGS)
+_ANCHOR = (_F, _E)
+
+
+@dataclass
+class LayoutResult:
+    table: Table
+    tags: list[str]
+    word_fcels: list[int]  # per word: the index of its fcel among the fcel tags, -1 for none
+    word_cells: list[int]  # per word: the index of its cell in table.cells, -1 for none
+    finish_reason: str  # "stop" | "length"
+    forced_at: int | None = None  # "length": the tag index from which the budget closed the table
+
+
+class _Grammar:
+    """One row's OTSL state: which tags may come next."""
+
+    def __init__(self, max_cols: int):
+        self.max_cols = max_cols
+        self.width: int | None = None
+        self.prev: list[int] = []  # the row above
+        self.cur: list[int] = []
+        self.rows = 0  # rows ended so far
+
+    def allowed(self) -> list[bool]:
+        ok = [False] * len(TAGS)
+        c = len(self.cur)
+        full = c == (self.width if self.width is not None else self.max_cols)
+        if not full:
+            ok[_F] = ok[_E] = True
+            left = self.cur[-1] if c else None
+            up = self.prev[c] if self.prev else None
+            ok[_L] = left in (_F, _E, _L)
+            ok[_U] = up in (_F, _E, _U)
+            ok[_X] = left in (_U, _X) and up in (_L, _X)
+        ok[_NL] = c > 0 and (self.width is None or full)
+        ok[_END] = c == 0 and bool(self.prev)
+        return ok
+
+    def push(self, tag: int) -> None:
+        if tag == _NL:
+            self.width = self.width or len(self.cur)
+            self.prev, self.cur = self.cur, []
+            self.rows += 1
+        elif tag != _END:
+            self.cur.append(tag)
+
+    def closing_tags(self) -> int:
+        """How many tags the shortest ending from here takes: the current row padded with ecel,
+        nl, end (a table needs one row, so an empty first row takes ecel, nl, end)."""
+        if not self.cur:
+            return 1 if self.prev else 3
+        return (self.width or len(self.cur)) - len(self.cur) + 2
+
+    def fits(self, tag: int, left: int, max_rows: int) -> bool:
+        """Whether the table can still end within `left` more tags, and `max_rows` rows, after `tag`."""
+        if tag == _END:
+            return True
+        after = _Grammar(self.max_cols)
+        after.width, after.prev, after.cur = self.width, self.prev, list(self.cur)
+        after.rows = self.rows
+        after.push(tag)
+        if after.rows + (1 if after.cur else 0) > max_rows:
+            return False
+        return after.closing_tags() <= left
+
+
+@torch.no_grad()
+def decode_layout(
+    model: LayoutModel, inputs: list[LayoutInputs], words: list[list[Word]], max_tags: int | None = None
+) -> list[LayoutResult]:
+    """Greedy, grammar-constrained decoding of a batch of pages (their inputs and words)."""
+    cfg = model.config
+    max_tags = min(max_tags or cfg.max_tags, cfg.max_tags)
+    batch = collate_layout([LayoutSample(x, LayoutTargets([_END], [-1] * len(x.text_ids))) for x in inputs])
+    B = len(inputs)
+    dev = next(model.parameters()).device
+    batch = {k: v.to(dev) for k, v in batch.items()}
+    prefix = model.embed_prefix(
+        batch["pixels"],
+        batch["boxes"],
+        batch["text_ids"],
+        batch["text_offsets"],
+        batch["lines"],
+        batch["bands"],
+    )
+    counts = model.hint_counts(batch["lines"], batch["bands"], batch["word_mask"])
+    P = prefix.shape[1]
+    W = batch["boxes"].shape[1]
+    keys_prefix = torch.cat(
+        [torch.ones(B, cfg.image_tokens, dtype=torch.bool, device=dev), batch["word_mask"]], 1
+    )
+    h, cache = model.run(prefix, keys_prefix[:, None, None, :].expand(B, 1, P, P))
+    word_keys = model.pointer_keys(h[:, P - W :])  # (B,W,d)
+
+    grammars = [_Grammar(cfg.max_cols) for _ in range(B)]
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    forced: list[int | None] = [None] * B
+    queries: list[torch.Tensor] = []  # per step (B,d): the state of each input position
+    tag_in = torch.full((B, 1), BOS, dtype=torch.long, device=dev)
+    rows = torch.zeros(B, 1, dtype=torch.long, device=dev)
+    cols = torch.zeros(B, 1, dtype=torch.long, device=dev)
+    rows_in, cols_in = rows, cols
+    for step in range(max_tags):
+        x = model.embed_tags(tag_in, rows, cols, counts, start=step)
+        key_mask = torch.cat([keys_prefix, torch.ones(B, step + 1, dtype=torch.bool, device=dev)], 1)
+        h, cache = model.run(x, key_mask[:, None, None, :], cache)
+        queries.append(model.pointer_queries(h[:, :1], rows_in, cols_in)[:, 0])
+        logits = model.tag_head(h[:, 0])  # (B, n_tags)
+        nxt = []
+        for b in range(B):
+            if done[b]:
+                nxt.append(_END)
+                continue
+            g = grammars[b]
+            ok = g.allowed()
+            fits = [o and g.fits(t, max_tags - step - 1, cfg.max_rows) for t, o in enumerate(ok)]
+            if fits != ok and forced[b] is None:
+                forced[b] = step
+            ok = fits
+            masked = logits[b].masked_fill(~torch.tensor(ok, device=dev), float("-inf"))
+            t = int(masked.argmax())
+            out[b].append(t)
+            g.push(t)
+            done[b] = t == _END
+            nxt.append(t)
+        if all(done):
+            break
+        tag_in = torch.tensor(nxt, device=dev)[:, None]
+        rows_in, cols_in = rows, cols  # the slot the tag just written sits in
+        rows = torch.tensor([o.count(_NL) for o in out], device=dev)[:, None]
+        cols = torch.tensor([len(g.cur) for g in grammars], device=dev)[:, None]
+
+    q = torch.stack(queries, 1)  # (B, steps, d): input position p holds tag out[p-1]
+    results = []
+    for b in range(B):
+        fcel_pos = [p + 1 for p, t in enumerate(out[b]) if t == _F and p + 1 < q.shape[1]]
+        n = len(words[b])
+        cells = [-1] * n
+        if n and fcel_pos:
+            cand = torch.cat([q[b, fcel_pos], model.none_query()[None]], 0)  # (K+1, d)
+            best = (word_keys[b, :n] @ cand.T).argmax(-1).tolist()
+            cells = [k if k < len(fcel_pos) else -1 for k in best]
+        finish = "stop" if forced[b] is None else "length"
+        table, word_cells = _assemble(out[b], words[b], cells)
+        tags = [TAGS[t] for t in out[b]]
+        results.append(LayoutResult(table, tags, cells, word_cells, finish, forced[b]))
+    return results
+
+
+def _assemble(tags: list[int], words: list[Word], fcels: list[int]) -> tuple[Table, list[int]]:
+    """The grid of `tags` with each fcel's words (in reading order) as its text, and each word's
+    cell as an index in the grid's cells (-1 for none)."""
+    texts: dict[int, list[str]] = {}
+    for w, k in zip(words, fcels):
+        if k >= 0:
+            texts.setdefault(k, []).append(w.text)
+    parts, anchors, r, c = [], [], 0, 0
+    for t in tags:
+        if t == _F:
+            parts.append("<fcel>" + html.escape(join_words(texts.get(len(anchors), [])), quote=False))
+            anchors.append((r, c))
+        elif t != _END:
+            parts.append(f"<{TAGS[t]}>")
+        r, c = (r + 1, 0) if t == _NL else (r, c + 1)
+    table = parse_otsl("".join(parts))
+    index = {(cell.row, cell.col): i for i, cell in enumerate(table.cells)}
+    return table, [index.get(anchors[k], -1) if k >= 0 else -1 for k in fcels]

@@ -1,0 +1,362 @@
+"""The layout model: image + the reader's words in, OTSL tags and a cell for every word out.
+
+Read, then lay out (../shared/DESIGN.md; the design of TFLOP, UpstageAI/TFLOP). The reader finds
+and reads the words; this model only lays them out:
+
+    image (gray, S x S) --conv tower--> feature map (S/16)^2 --pool--> image tokens  (I tokens)
+    word i: box (quantised x0 y0 x1 y1 w h) + RoI features under the box + mean of its text's
+            token embeddings                                                      (W tokens)
+    tags:   <bos> t0 t1 ... (fcel ecel lcel ucel xcel nl end), each with its slot's row / column
+
+One transformer runs over [image | words | tags] with a prefix-LM mask: the prefix (image and
+words) attends both ways, a tag sees the prefix and the tags before it. Heads: the next tag, and
+a pointer that puts each word into one of the fcel tags (cosine similarity of projected states at
+a temperature, TFLOP's pointer) or into a learned "none" slot (text outside the table). The model
+computes no loss and knows nothing of decoding: `tabvlm.train.layout` holds the loss and
+`tabvlm.layout_decode` the grammar-constrained greedy decoding with a KV cache.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tabvlm.errors import ConfigError
+
+TAGS = ("fcel", "ecel", "lcel", "ucel", "xcel", "nl", "end")
+TAG_ID = {t: i for i, t in enumerate(TAGS)}
+BOS = len(TAGS)  # input-only start tag
+N_TAG_INPUTS = len(TAGS) + 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "tabvlm-layout"
+
+
+@dataclass
+class LayoutConfig:
+    image_size: int = 384  # the gray input is fit (longer side) and padded to this square
+    hidden: int = 192
+    layers: int = 4
+    heads: int = 6
+    mlp_ratio: int = 4
+    vocab_size: int = 16384  # text embedding rows: the shipped tokenizer's ids
+    box_bins: int = 256  # quantisation of coordinates (share of the padded square's side)
+    image_pool: int = 2  # image tokens: the S/16 feature map average-pooled by this
+    word_order: bool = True  # embed each word's index in reading order (cells' words come in runs)
+    grid_hints: bool = True  # embed each word's visual line and column band (tabvlm.data.layout.grid_hints)
+    roi_points: int = 3  # RoI pooling samples roi_points^2 points inside each word's box
+    max_words: int = 768
+    max_tags: int = 1024
+    max_rows: int = 128
+    max_cols: int = 64
+    temperature: float = 0.1  # pointer cosine temperature (TFLOP)
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
+        if self.image_size % (16 * self.image_pool):
+            raise ConfigError(
+                f"model.image_size ({self.image_size}) must be a multiple of 16 x image_pool ({self.image_pool})"
+            )
+
+    @property
+    def feature_side(self) -> int:
+        return self.image_size // 16
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.feature_side // self.image_pool) ** 2
+
+
+class ConvTower(nn.Module):
+    """Four stride-2 3x3 convolutions, 1 -> hidden channels: a (B,1,S,S) page -> (B,hidden,S/16,S/16).
+    The image only has to show rulings, shading and alignment; glyphs are the reader's."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        chans = [1, 32, 64, 128, hidden]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(chans, chans[1:]))
+        self.norm = nn.GroupNorm(1, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i < len(self.convs) - 1:
+                x = F.gelu(x)
+        return self.norm(x)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; attention through SDPA with an explicit boolean mask."""
+
+    def __init__(self, cfg: LayoutConfig):
+        super().__init__()
+        d = cfg.hidden
+        self.heads = cfg.heads
+        self.norm1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, cfg.mlp_ratio * d)
+        self.fc2 = nn.Linear(cfg.mlp_ratio * d, d)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B,T,d); mask (B,1,T,past+T) True where a query may attend; past: cached (k, v)."""
+        B, T, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B,H,T,hd)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, d))
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return x, (k, v)
+
+
+@dataclass
+class LayoutOutput:
+    tag_logits: torch.Tensor  # (B, T, len(TAGS)): the next tag at each input position
+    pointer_logits: torch.Tensor  # (B, W, T+1): each word over the tag positions, then "none"
+    word_row_logits: torch.Tensor  # (B, W, max_rows): each word's cell's anchor row
+    word_col_logits: torch.Tensor  # (B, W, max_cols)
+
+
+class LayoutModel(nn.Module):
+    def __init__(self, cfg: LayoutConfig):
+        super().__init__()
+        self.config = cfg
+        d = cfg.hidden
+        self.tower = ConvTower(d)
+        side = cfg.feature_side // cfg.image_pool
+        self.image_pos = nn.Parameter(torch.zeros(1, side * side, d))
+        self.type_embed = nn.Embedding(3, d)  # image, word, tag
+        self.box_embed = nn.ModuleList(nn.Embedding(cfg.box_bins, d) for _ in range(6))  # x0 y0 x1 y1 w h
+        self.roi_proj = nn.Linear(d, d)
+        self.text_embed = nn.EmbeddingBag(cfg.vocab_size, d, mode="mean")
+        self.order_embed = nn.Embedding(cfg.max_words, d) if cfg.word_order else None
+        if cfg.grid_hints:  # a word's line and band; the tags see how many of each there are
+            self.line_embed = nn.Embedding(cfg.max_rows, d)
+            self.band_embed = nn.Embedding(cfg.max_cols, d)
+            self.n_lines_embed = nn.Embedding(cfg.max_rows + 1, d)
+            self.n_bands_embed = nn.Embedding(cfg.max_cols + 1, d)
+        self.tag_embed = nn.Embedding(N_TAG_INPUTS, d)
+        self.tag_pos = nn.Embedding(cfg.max_tags, d)
+        self.row_embed = nn.Embedding(cfg.max_rows, d)
+        self.col_embed = nn.Embedding(cfg.max_cols + 1, d)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(d)
+        self.tag_head = nn.Linear(d, len(TAGS))
+        self.ptr_word = nn.Linear(d, d)
+        self.ptr_tag = nn.Linear(d, d)
+        self.ptr_none = nn.Parameter(torch.randn(d) * 0.02)
+        # The pointer query knows its fcel's slot; each word's state is taught its cell's anchor
+        # row and column (an auxiliary loss), so the pointer only has to match the two.
+        self.ptr_row = nn.Embedding(cfg.max_rows, d)
+        self.ptr_col = nn.Embedding(cfg.max_cols + 1, d)
+        self.word_row_head = nn.Linear(d, cfg.max_rows)
+        self.word_col_head = nn.Linear(d, cfg.max_cols)
+        nn.init.normal_(self.image_pos, std=0.02)
+
+    # -- the prefix: image tokens and word tokens -------------------------------------------
+    def embed_prefix(
+        self,
+        pixels: torch.Tensor,
+        boxes: torch.Tensor,
+        text_ids: torch.Tensor,
+        text_offsets: torch.Tensor,
+        lines: torch.Tensor | None = None,
+        bands: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """pixels (B,1,S,S) in [0,1] (1 = white); boxes (B,W,4) in [0,1] of the square; the words'
+        token ids flattened (N,) with `text_offsets` (B*W,) the start of each word's ids (an
+        EmbeddingBag's input; a padding word has an empty bag). -> (B, I+W, d)."""
+        cfg = self.config
+        B, W, _ = boxes.shape
+        fmap = self.tower(1.0 - pixels)  # white paper -> 0; (B,d,F,F)
+        img = F.avg_pool2d(fmap, cfg.image_pool).flatten(2).transpose(1, 2)  # (B,I,d)
+        img = img + self.image_pos + self.type_embed.weight[0]
+        x0, y0, x1, y1 = boxes.unbind(-1)
+        q = cfg.box_bins - 1
+        coords = [x0, y0, x1, y1, (x1 - x0), (y1 - y0)]
+        box = sum(emb((c.clamp(0, 1) * q).round().long()) for emb, c in zip(self.box_embed, coords))
+        # RoI: roi_points^2 bilinear samples inside each box, averaged.
+        t = (torch.arange(cfg.roi_points, device=boxes.device, dtype=boxes.dtype) + 0.5) / cfg.roi_points
+        gx = x0[..., None] + (x1 - x0)[..., None] * t  # (B,W,P)
+        gy = y0[..., None] + (y1 - y0)[..., None] * t
+        grid = torch.stack(torch.broadcast_tensors(gx[..., None, :], gy[..., :, None]), -1)  # (B,W,P,P,2)
+        grid = grid.reshape(B, W, -1, 2) * 2 - 1
+        roi = (
+            F.grid_sample(fmap, grid.to(fmap.dtype), align_corners=False).mean(-1).transpose(1, 2)
+        )  # (B,W,d)
+        text = self.text_embed(text_ids, text_offsets).view(B, W, -1)
+        words = box + self.roi_proj(roi) + text.to(box.dtype) + self.type_embed.weight[1]
+        if cfg.grid_hints and lines is not None:
+            words = words + self.line_embed(lines.clamp(max=cfg.max_rows - 1))
+            words = words + self.band_embed(bands.clamp(max=cfg.max_cols - 1))
+        if self.order_embed is not None:
+            words = words + self.order_embed(
+                torch.arange(W, device=boxes.device).clamp(max=cfg.max_words - 1)
+            )
+        return torch.cat([img, words], 1)
+
+    def hint_counts(self, lines: torch.Tensor, bands: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """(B,1,d): how many lines and bands the page's words make, added to every tag (0 without hints)."""
+        cfg = self.config
+        if not cfg.grid_hints:
+            return torch.zeros(lines.shape[0], 1, cfg.hidden, device=lines.device)
+        n_lines = (
+            (lines.masked_fill(~word_mask, -1).max(1).values + 1).clamp(0, cfg.max_rows)
+            if lines.shape[1]
+            else lines.new_zeros(lines.shape[0])
+        )
+        n_bands = (
+            (bands.masked_fill(~word_mask, -1).max(1).values + 1).clamp(0, cfg.max_cols)
+            if bands.shape[1]
+            else bands.new_zeros(bands.shape[0])
+        )
+        return (self.n_lines_embed(n_lines) + self.n_bands_embed(n_bands))[:, None]
+
+    def embed_tags(
+        self, tags: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, counts: torch.Tensor, start: int = 0
+    ) -> torch.Tensor:
+        """tags, rows, cols (B,T): input tags and the grid slot each position writes next;
+        counts (B,1,d): `hint_counts`."""
+        cfg = self.config
+        pos = torch.arange(start, start + tags.shape[1], device=tags.device).clamp(max=cfg.max_tags - 1)
+        return (
+            self.tag_embed(tags)
+            + self.tag_pos(pos)
+            + self.row_embed(rows.clamp(max=cfg.max_rows - 1))
+            + self.col_embed(cols.clamp(max=cfg.max_cols))
+            + self.type_embed.weight[2]
+            + counts
+        )
+
+    def run(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The blocks over x (B,T,d) with mask (B,1,T,past+T); returns normed states and the new cache."""
+        new_cache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, mask, None if cache is None else cache[i])
+            new_cache.append(kv)
+        return self.norm(x), new_cache
+
+    def pointer_keys(self, h_words: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.ptr_word(h_words), dim=-1)
+
+    def pointer_queries(
+        self, h_tags: torch.Tensor, rows_in: torch.Tensor, cols_in: torch.Tensor
+    ) -> torch.Tensor:
+        """h_tags (B,T,d) at the positions whose input tag sits in slot (rows_in, cols_in)."""
+        cfg = self.config
+        slot = self.ptr_row(rows_in.clamp(max=cfg.max_rows - 1)) + self.ptr_col(
+            cols_in.clamp(max=cfg.max_cols)
+        )
+        return F.normalize(self.ptr_tag(h_tags + slot), dim=-1)
+
+    def none_query(self) -> torch.Tensor:
+        return F.normalize(self.ptr_none, dim=-1)
+
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        boxes: torch.Tensor,
+        word_mask: torch.Tensor,
+        text_ids: torch.Tensor,
+        text_offsets: torch.Tensor,
+        tags: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        tag_mask: torch.Tensor,
+        lines: torch.Tensor,
+        bands: torch.Tensor,
+    ) -> LayoutOutput:
+        """Teacher-forced pass. word_mask (B,W), tag_mask (B,T): True for real words / tags;
+        lines, bands (B,W): the words' grid hints."""
+        prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands)
+        B, P, _ = prefix.shape
+        counts = self.hint_counts(lines, bands, word_mask)
+        x = torch.cat([prefix, self.embed_tags(tags, rows, cols, counts)], 1)
+        mask = prefix_lm_mask(self.config.image_tokens, word_mask, tag_mask)
+        h, _ = self.run(x, mask)
+        W = boxes.shape[1]
+        h_words, h_tags = h[:, P - W : P], h[:, P:]
+        keys = self.pointer_keys(h_words)  # (B,W,d)
+        # position p's input is tag p-1, in the slot that position p-1 wrote
+        rows_in = torch.cat([rows[:, :1], rows[:, :-1]], 1)
+        cols_in = torch.cat([cols[:, :1], cols[:, :-1]], 1)
+        queries = torch.cat(
+            [self.pointer_queries(h_tags, rows_in, cols_in), self.none_query().expand(B, 1, -1)], 1
+        )  # (B,T+1,d)
+        ptr = keys @ queries.transpose(1, 2) / self.config.temperature  # (B,W,T+1)
+        return LayoutOutput(
+            self.tag_head(h_tags), ptr, self.word_row_head(h_words), self.word_col_head(h_words)
+        )
+
+    # -- weights on disk ----------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+        cfg = {"model_type": MODEL_TYPE, **asdict(self.config)}
+        (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> LayoutModel:
+        folder = Path(folder)
+        cfg = load_layout_config(folder)
+        model = cls(cfg)
+        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        return model.eval()
+
+
+def load_layout_config(folder: str | Path) -> LayoutConfig:
+    """The LayoutConfig of a model folder (ConfigError when it holds another kind of model)."""
+    path = Path(folder) / CONFIG_NAME
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read the model config ({e})") from e
+    if raw.pop("model_type", None) != MODEL_TYPE:
+        raise ConfigError(f"{path}: not a {MODEL_TYPE} model")
+    known = set(LayoutConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}")
+    return LayoutConfig(**raw)
+
+
+def is_layout_model(folder: str | Path) -> bool:
+    """Whether `folder` holds a layout model (its config.json says model_type tabvlm-layout)."""
+    try:
+        return json.loads((Path(folder) / CONFIG_NAME).read_text()).get("model_type") == MODEL_TYPE
+    except (OSError, ValueError):
+        return False
+
+
+def prefix_lm_mask(image_tokens: int, word_mask: torch.Tensor, tag_mask: torch.Tensor) -> torch.Tensor:
+    """(B,1,L,L) bool over [image | words | tags]: every query sees the real prefix tokens; a tag
+    also sees the real tags up to itself; no prefix token sees a tag."""
+    B, W = word_mask.shape
+    T = tag_mask.shape[1]
+    dev = word_mask.device
+    keys_prefix = torch.cat([torch.ones(B, image_tokens, dtype=torch.bool, device=dev), word_mask], 1)
+    P = keys_prefix.shape[1]
+    L = P + T
+    mask = torch.zeros(B, L, L, dtype=torch.bool, device=dev)
+    mask[:, :, :P] = keys_prefix[:, None, :]
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=dev))
+    mask[:, P:, P:] = causal[None] & tag_mask[:, None, :]
+    return mask[:, None]

@@ -1,0 +1,308 @@
+"""Training the layout model (`stage: layout`): tag cross-entropy + pointer cross-entropy on
+synthetic tables whose words come from the renderer, with reader noise.
+
+Run as: tabvlm train configs/layout.yaml [key=value ...] [--resume]
+
+The loop: a DataLoader worker draws samples i = consumed, consumed+1, ... (`SynthLayoutSamples`:
+deterministic per index, so a resumed run sees the same stream); AdamW with warmup + cosine; bf16
+autocast where the CPU has AVX512-BF16 (`cpu_has_bf16`); every `eval_every` steps a held-out set
+(seed + 1,000,003) is decoded and scored (TEDS, TEDS-struct); checkpoints are a model folder
+(safetensors + config.json) plus `trainer.pt` (optimizer state and counters, loaded with
+`weights_only=True`), written to a temp folder and renamed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from tabvlm.data.layout import LayoutDataConfig, SynthLayoutSamples, collate_layout
+from tabvlm.errors import ConfigError
+from tabvlm.model.layout import LayoutConfig, LayoutModel, load_layout_config
+from tabvlm.model.vlm import TOKENIZER_NAME
+from tabvlm.tokenizer import load_tokenizer
+from tabvlm.train.distributed import cpu_has_bf16
+from tabvlm.train.trainer import lr_factor
+
+logger = logging.getLogger(__name__)
+TRAINER_STATE = "trainer.pt"
+EVAL_SEED_OFFSET = 1_000_003
+TARGET_KEYS = ("tag_targets", "word_targets", "word_rows", "word_cols")
+
+
+@dataclass
+class LayoutTrainConfig:
+    stage: str = "layout"
+    model: LayoutConfig = field(default_factory=LayoutConfig)
+    init_from: str | None = None  # a layout model folder to start from (its config wins)
+    data: LayoutDataConfig = field(default_factory=LayoutDataConfig)
+    max_steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    pointer_weight: float = 1.0
+    grid_weight: float = 0.5  # auxiliary loss: each word's cell's row and column from its state
+    dtype: str = "auto"  # auto: bf16 autocast on a CPU with AVX512-BF16 (or CUDA), else fp32
+    threads: int = 0  # torch threads; 0: torch's default
+    num_workers: int = 1
+    out_dir: str = "runs/layout"
+    save_every: int = 250
+    log_every: int = 10
+    eval_every: int = 500
+    eval_samples: int = 50
+
+    def __post_init__(self) -> None:
+        if self.stage != "layout":
+            raise ConfigError(f"stage: expected 'layout', found {self.stage!r}")
+        for name in ("max_steps", "batch_size", "log_every", "save_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected >= 1, found {getattr(self, name)}")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"dtype: expected auto, bf16 or fp32, found {self.dtype!r}")
+
+
+class _Stream(IterableDataset):
+    """Samples start, start+1, ... split across DataLoader workers by index."""
+
+    def __init__(self, samples: SynthLayoutSamples, start: int):
+        self.samples, self.start = samples, start
+
+    def __iter__(self):
+        info = get_worker_info()
+        k, n = (info.id, info.num_workers) if info else (0, 1)
+        torch.set_num_threads(1)
+        i = self.start + k
+        while True:
+            yield self.samples[i]
+            i += n
+
+
+def layout_loss(
+    model: LayoutModel, batch: dict[str, torch.Tensor], pointer_weight: float = 1.0, grid_weight: float = 0.5
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean tag cross-entropy + pointer_weight x mean pointer cross-entropy (over real words).
+    A word's pointer logits are masked to the fcel positions of its own table and the none slot."""
+    inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
+    out = model(**inputs)
+    tag_loss = F.cross_entropy(
+        out.tag_logits.float().flatten(0, 1), batch["tag_targets"].flatten(), ignore_index=-100
+    )
+    # A key position is a candidate when the tag input there is fcel (tags[p] is the target p-1).
+    is_fcel = batch["tags"] == 0
+    cand = torch.cat([is_fcel & batch["tag_mask"], torch.ones_like(is_fcel[:, :1])], 1)  # (B,T+1)
+    ptr = out.pointer_logits.float().masked_fill(~cand[:, None, :], -1e4)
+    targets = batch["word_targets"]
+    if (targets >= 0).any():
+        ptr_loss = F.cross_entropy(ptr.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        with torch.no_grad():
+            valid = targets >= 0
+            ptr_acc = (ptr.argmax(-1) == targets)[valid].float().mean().item()
+    else:
+        ptr_loss, ptr_acc = ptr.sum() * 0, float("nan")
+    with torch.no_grad():
+        valid = batch["tag_targets"] >= 0
+        tag_acc = (out.tag_logits.argmax(-1) == batch["tag_targets"])[valid].float().mean().item()
+    cfg = model.config
+    grid_loss = ptr_loss * 0
+    if grid_weight and (batch["word_rows"] >= 0).any():
+        rows = batch["word_rows"].clamp(max=cfg.max_rows - 1).masked_fill(batch["word_rows"] < 0, -100)
+        cols = batch["word_cols"].clamp(max=cfg.max_cols - 1).masked_fill(batch["word_cols"] < 0, -100)
+        grid_loss = F.cross_entropy(
+            out.word_row_logits.float().flatten(0, 1), rows.flatten(), ignore_index=-100
+        ) + F.cross_entropy(out.word_col_logits.float().flatten(0, 1), cols.flatten(), ignore_index=-100)
+    loss = tag_loss + pointer_weight * ptr_loss + grid_weight * grid_loss
+    return loss, {
+        "tag_loss": tag_loss.item(),
+        "ptr_loss": ptr_loss.item(),
+        "grid_loss": grid_loss.item(),
+        "tag_acc": tag_acc,
+        "ptr_acc": ptr_acc,
+    }
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    no_decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
+    decay, rest = [], []
+    for p in model.parameters():
+        (rest if p.ndim < 2 or id(p) in no_decay else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+class LayoutTrainer:
+    def __init__(self, cfg: LayoutTrainConfig, resume: bool = False):
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out_dir)
+        self.tokenizer = load_tokenizer()
+        if cfg.init_from:
+            self.model = LayoutModel.from_pretrained(cfg.init_from).train()
+            cfg.model = self.model.config
+        else:
+            torch.manual_seed(0)
+            cfg.model.vocab_size = self.tokenizer.vocab_size
+            self.model = LayoutModel(cfg.model)
+        self.opt = torch.optim.AdamW(
+            _param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98)
+        )
+        self.step = 0
+        self.consumed = 0
+        self.seconds = 0.0  # wall seconds spent in training steps, over all resumes
+        self.history: list[dict[str, float]] = []
+        ckpt = self.out / "checkpoint"
+        if resume and ckpt.is_dir():
+            self.model.load_state_dict(LayoutModel.from_pretrained(ckpt).state_dict())
+            state = torch.load(ckpt / TRAINER_STATE, weights_only=True)
+            self.opt.load_state_dict(state["optimizer"])
+            self.step, self.consumed, self.seconds = (
+                int(state["step"]),
+                int(state["consumed"]),
+                float(state["seconds"]),
+            )
+            self.history = json.loads(state["history"])
+            logger.info("resumed at step %d (%d samples)", self.step, self.consumed)
+        self.samples = SynthLayoutSamples(cfg.data, cfg.model, self.tokenizer)
+        bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and cpu_has_bf16())
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+    def save(self, folder: Path) -> None:
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        torch.save(
+            {
+                "optimizer": self.opt.state_dict(),
+                "step": self.step,
+                "consumed": self.consumed,
+                "seconds": self.seconds,
+                "history": json.dumps(self.history),
+            },
+            tmp / TRAINER_STATE,
+        )
+        self.tokenizer.save(tmp / TOKENIZER_NAME)  # the text embedding's ids mean this tokenizer's tokens
+        (tmp / "train_config.json").write_text(json.dumps(asdict(self.cfg), indent=2, default=str) + "\n")
+        threads = self.cfg.threads or torch.get_num_threads()
+        metrics = {
+            "step": self.step,
+            "samples": self.consumed,
+            "train_seconds": round(self.seconds, 1),
+            "core_hours": round(self.seconds * (threads + self.cfg.num_workers * 0.5) / 3600, 3),
+            "threads": threads,
+            "history": self.history[-20:],
+        }
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        old = folder.with_name(folder.name + ".old")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def evaluate(self, n: int) -> dict[str, float]:
+        from tabvlm.evaluate import teds
+        from tabvlm.layout_decode import decode_layout
+        from tabvlm.tables.html import to_html
+
+        held = SynthLayoutSamples(
+            LayoutDataConfig(**{**self.cfg.data.__dict__, "seed": self.cfg.data.seed + EVAL_SEED_OFFSET}),
+            self.cfg.model,
+            self.tokenizer,
+            fonts=self.samples.fonts,
+        )
+        self.model.eval()
+        scores, structs = [], []
+        with self.autocast:
+            for i in range(0, n, 8):
+                items = [held.raw(j) for j in range(i, min(n, i + 8))]
+                batch = [held[j] for j in range(i, min(n, i + 8))]
+                res = decode_layout(self.model, [s.inputs for s in batch], [s.words for s in batch])
+                for (table, *_), r in zip(items, res):
+                    gt, pred = to_html(table), to_html(r.table)
+                    scores.append(teds(pred, gt))
+                    structs.append(teds(pred, gt, structure_only=True))
+        self.model.train()
+        return {"teds": sum(scores) / len(scores), "teds_struct": sum(structs) / len(structs)}
+
+    def fit(self) -> dict[str, float]:
+        cfg = self.cfg
+        loader = DataLoader(
+            _Stream(self.samples, self.consumed),
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            collate_fn=functools.partial(collate_layout, pad_to=32),
+            prefetch_factor=4 if cfg.num_workers else None,
+            persistent_workers=False,
+        )
+        self.model.train()
+        it = iter(loader)
+        window: list[dict[str, float]] = []
+        t_log = time.time()
+        metrics: dict[str, float] = {}
+        while self.step < cfg.max_steps:
+            batch = next(it)
+            t0 = time.time()
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(self.step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+            with self.autocast:
+                loss, stats = layout_loss(self.model, batch, cfg.pointer_weight, cfg.grid_weight)
+            if not math.isfinite(loss.item()):
+                raise ConfigError(f"step {self.step}: loss is {loss.item()}; lower lr")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.seconds += time.time() - t0
+            self.step += 1
+            self.consumed += cfg.batch_size
+            window.append({"loss": loss.item(), **stats})
+            if self.step % cfg.log_every == 0:
+                avg = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+                rate = len(window) * cfg.batch_size / (time.time() - t_log)
+                logger.info(
+                    "step %d  loss %.4f  tag %.4f (acc %.3f)  ptr %.4f (acc %.3f)  grid %.4f  %.1f samples/s  %.2f core-h",
+                    self.step, avg["loss"], avg["tag_loss"], avg["tag_acc"], avg["ptr_loss"], avg["ptr_acc"],
+                    avg["grid_loss"], rate,
+                    self.seconds * torch.get_num_threads() / 3600,
+                )  # fmt: skip
+                self.history.append({"step": self.step, **avg})
+                window, t_log = [], time.time()
+            if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                metrics = self.evaluate(cfg.eval_samples)
+                logger.info(
+                    "step %d  held-out TEDS %.4f  TEDS-struct %.4f",
+                    self.step,
+                    metrics["teds"],
+                    metrics["teds_struct"],
+                )
+                self.history.append({"step": self.step, **{f"eval_{k}": v for k, v in metrics.items()}})
+            if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                self.save(self.out / "checkpoint")
+        self.save(self.out / "final")
+        return {"step": self.step, **metrics}
+
+
+def load_layout_train_config(raw: dict[str, Any]) -> LayoutTrainConfig:
+    """A LayoutTrainConfig from a recipe's dict (nested dataclasses checked by tabvlm.config)."""
+    from tabvlm.config import from_dict
+
+    return from_dict(LayoutTrainConfig, raw)
+
+
+__all__ = ["LayoutTrainConfig", "LayoutTrainer", "layout_loss", "load_layout_config"]

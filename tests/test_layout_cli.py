@@ -1,0 +1,91 @@
+"""The layout model through the product's doors: training (and resuming), `tabvlm predict --viz`,
+`tabvlm eval --reader truth|ppocr`, and the recognizer choosing it from a model folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tabvlm.cli import main as cli
+from tabvlm.layout_recognizer import LayoutRecognizer
+from tabvlm.model.layout import LayoutConfig, LayoutModel
+from tabvlm.recognizer import TableRecognizer
+from tabvlm.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "model.image_size=64", "model.hidden=32", "model.layers=1", "model.heads=2", "model.box_bins=32",
+    "model.max_words=200", "model.max_tags=200", "model.max_rows=24", "model.max_cols=12",
+    "data.synth.rows=[1,4]", "data.synth.cols=[1,3]", "batch_size=2", "warmup_steps=1",
+    "num_workers=0", "eval_samples=2", "log_every=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("layout")
+    torch.manual_seed(0)
+    cfg = LayoutConfig(
+        image_size=64, hidden=32, layers=1, heads=2, box_bins=32, vocab_size=load_tokenizer().vocab_size
+    )
+    LayoutModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def test_a_layout_folder_loads_as_the_read_then_lay_out_recognizer(tiny_model: Path) -> None:
+    rec = TableRecognizer.from_pretrained(tiny_model)
+    assert isinstance(rec, LayoutRecognizer)
+    pred = rec.predict(ROOT / "examples" / "en-span.png")
+    assert pred.html.startswith("<table>") and pred.words and pred.reader_seconds > 0
+    assert len(pred.word_cells) == len(pred.words)
+    assert all(-1 <= k < len(pred.table.cells) for k in pred.word_cells)
+    blank = rec.predict(Image.new("RGB", (200, 80), "white"))  # no text: an empty table, no error
+    assert blank.words == [] and all(not c.text for c in blank.table.cells)
+
+
+def test_train_then_resume_continues_the_step_count(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    args = ["train", str(ROOT / "configs" / "layout.yaml"), f"out_dir={out}", *TINY]
+    assert cli([*args, "max_steps=2", "eval_every=2", "save_every=1"]) == 0
+    metrics = json.loads((out / "final" / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["samples"] == 4
+    assert (out / "final" / "tokenizer.json").is_file()
+    assert cli([*args, "max_steps=3", "eval_every=3", "save_every=1", "--resume"]) == 0
+    assert json.loads((out / "final" / "metrics.json").read_text())["step"] == 3
+    assert "held-out TEDS" in capsys.readouterr().out
+    model = LayoutModel.from_pretrained(out / "final")
+    assert model.config.hidden == 32
+
+
+def test_predict_viz_draws_words_and_cells(tiny_model: Path, tmp_path: Path) -> None:
+    viz = tmp_path / "viz"
+    out = tmp_path / "pred.jsonl"
+    image = ROOT / "examples" / "en-span.png"
+    assert cli(["predict", "--model", str(tiny_model), "--viz", str(viz), "--out", str(out), str(image)]) == 0
+    drawn = Image.open(next(viz.glob("*.png")))
+    assert drawn.size == Image.open(image).size
+    assert (np.asarray(drawn) != np.asarray(Image.open(image).convert("RGB"))).any()  # something drawn
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert rec["reader_seconds"] > 0 and rec["html"].startswith("<table>")
+
+
+def test_eval_with_true_words_needs_them_and_uses_them(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "synth"
+    assert (
+        cli(["synth", "--n", "2", "--seed", "3", "--out", str(data), "synth.rows=[2,3]", "synth.cols=[2,3]"])
+        == 0
+    )
+    rec = json.loads((data / "gt.jsonl").read_text().splitlines()[0])
+    assert rec["meta"]["words"] and len(rec["meta"]["words"][0]) == 5
+    assert cli(["eval", "--data", str(data), "--model", str(tiny_model), "--reader", "truth"]) == 0
+    printed = capsys.readouterr().out
+    assert "reader truth" in printed and "1.0000 / 1.0000 / 1.0000" in printed  # the truth reads perfectly
+    assert (
+        cli(["eval", "--data", str(ROOT / "examples"), "--model", str(tiny_model), "--reader", "truth"]) == 1
+    )
+    assert "meta.words" in capsys.readouterr().err
