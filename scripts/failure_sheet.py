@@ -1,9 +1,10 @@
 """Draw what a model read beside what it was shown: a contact sheet of chosen predictions.
 
 Run as: python scripts/failure_sheet.py --gt GT.jsonl --pred PRED.jsonl --ids ID [ID ...]
-                                        --out docs/failures.png [--width 1400]
+                                        --out docs/failures.png [--width 1400] [--viz-dir DIR]
 
-Each row: the input image (left) and the predicted HTML drawn by tabvlm's own renderer in one
+Each row: the input image (left; with `--viz-dir`, the overlay `tabvlm predict --viz DIR` drew
+of it: the reader's words and the cells the layout model put them into) and the predicted HTML drawn by tabvlm's own renderer in one
 plain ruled style (right), with the id and the sample's TEDS / TEDS-struct above. The drawing
 shows the table the model wrote (its cells, spans and text), not the layout of the original.
 """
@@ -41,6 +42,9 @@ def main() -> None:
     ap.add_argument("--ids", nargs="+", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--width", type=int, default=1400)
+    ap.add_argument(
+        "--viz-dir", type=Path, help="draw the overlays of `tabvlm predict --viz DIR` on the left"
+    )
     args = ap.parse_args()
 
     items = {it.id: it for it in load_gt(args.gt)}
@@ -51,7 +55,8 @@ def main() -> None:
         it = items[key]
         html = preds.get(key, "")
         scores = score_sample(html, it.html)
-        shown = fit(Image.open(it.image).convert("RGB"), half, 420)
+        left = args.viz_dir / f"{it.image.stem}.png" if args.viz_dir else it.image
+        shown = fit(Image.open(left).convert("RGB"), half, 420)
         try:
             drawn = fit(render(parse_html(html), random.Random(0), PLAIN, fonts).image, half, 420)
         except TableError:

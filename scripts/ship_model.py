@@ -189,7 +189,11 @@ def card(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", type=Path, help="a layout model folder written by the trainer (RUN_DIR/final)")
-    ap.add_argument("--core-hours", type=float, required=True, help="CPU core-hours this run took")
+    ap.add_argument("--core-hours", type=float, required=True, help="CPU core-hours this session's runs took")
+    ap.add_argument(
+        "--steps", type=int, help="this session's steps, when its runs chained several (default: the run's)"
+    )
+    ap.add_argument("--samples", type=int, help="this session's samples, likewise")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "tabvlm-layout")
     ap.add_argument("--synth-test", type=Path, default=ROOT / "data" / "synth-test" / "gt.jsonl")
     ap.add_argument("--synth-n", type=int, default=1000, help="score the synthetic test's first N tables")
@@ -250,8 +254,8 @@ def main() -> int:
         "commit": commit,
         "recipe": args.recipe,
         "init_from": cfg.get("init_from"),
-        "steps": metrics["step"] - old.get("step", 0) if cfg.get("init_from") else metrics["step"],
-        "samples": metrics["samples"],
+        "steps": args.steps or metrics["step"],
+        "samples": args.samples or metrics["samples"],
         "core_hours": args.core_hours,
         "machine": f"{machine}, {cfg.get('dtype', 'auto')}",
     }

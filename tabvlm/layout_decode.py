@@ -3,14 +3,15 @@ each word to its cell.
 
 The OTSL grammar keeps every output a rectangular, valid grid: the first row sets the width
 (`nl` only after a full row afterwards), `lcel` needs an anchor or `lcel` to its left, `ucel`
-an anchor or `ucel` above, `xcel` a `ucel`/`xcel` to its left and an `lcel`/`xcel` above, `end`
-only after a `nl`. A row or tag budget closes the table early (finish reason "length").
+the start of a cell above (an anchor or a `ucel`), and a `ucel` under a cell w slots wide is
+followed by w - 1 `xcel`s, the only place `xcel` may appear; `end` only after a `nl`. A row or tag budget closes the table early (finish reason "length").
 At the end each word goes to its best cell by the pointer (or to none): a cell's text is its
 words joined in reading order; a fcel that gets no word is an empty cell.
 """
 
 from __future__ import annotations
 
+import copy
 import html
 from dataclasses import dataclass
 
@@ -37,26 +38,33 @@ class LayoutResult:
 
 
 class _Grammar:
-    """One row's OTSL state: which tags may come next."""
+    """One row's OTSL state: which tags may come next. Besides each tag's own neighbour rule, a
+    `ucel` under a cell `w` slots wide must be followed by `w - 1` `xcel`s (the rectangle of a
+    cell spanning rows and columns), and `xcel` appears nowhere else."""
 
     def __init__(self, max_cols: int):
         self.max_cols = max_cols
         self.width: int | None = None
         self.prev: list[int] = []  # the row above
+        self.prev_span: list[
+            int
+        ] = []  # per slot of the row above: its cell's width if it starts there, else 0
         self.cur: list[int] = []
+        self.xcels = 0  # xcel slots still owed by the last ucel
         self.rows = 0  # rows ended so far
 
     def allowed(self) -> list[bool]:
         ok = [False] * len(TAGS)
         c = len(self.cur)
         full = c == (self.width if self.width is not None else self.max_cols)
+        if self.xcels:
+            ok[_X] = True
+            return ok
         if not full:
             ok[_F] = ok[_E] = True
             left = self.cur[-1] if c else None
-            up = self.prev[c] if self.prev else None
             ok[_L] = left in (_F, _E, _L)
-            ok[_U] = up in (_F, _E, _U)
-            ok[_X] = left in (_U, _X) and up in (_L, _X)
+            ok[_U] = bool(self.prev) and self.prev_span[c] > 0
         ok[_NL] = c > 0 and (self.width is None or full)
         ok[_END] = c == 0 and bool(self.prev)
         return ok
@@ -64,10 +72,29 @@ class _Grammar:
     def push(self, tag: int) -> None:
         if tag == _NL:
             self.width = self.width or len(self.cur)
+            self.prev_span = self._spans()
             self.prev, self.cur = self.cur, []
             self.rows += 1
         elif tag != _END:
+            if tag == _U:
+                self.xcels = self.prev_span[len(self.cur)] - 1
+            elif tag == _X:
+                self.xcels -= 1
             self.cur.append(tag)
+
+    def _spans(self) -> list[int]:
+        """The current row's `prev_span`: an anchor's width is itself plus its lcels; a ucel's
+        is the width of the cell above (the same cell)."""
+        spans = [0] * len(self.cur)
+        for k, t in enumerate(self.cur):
+            if t in _ANCHOR:
+                w = 1
+                while k + w < len(self.cur) and self.cur[k + w] == _L:
+                    w += 1
+                spans[k] = w
+            elif t == _U:
+                spans[k] = self.prev_span[k]
+        return spans
 
     def closing_tags(self) -> int:
         """How many tags the shortest ending from here takes: the current row padded with ecel,
@@ -80,9 +107,8 @@ class _Grammar:
         """Whether the table can still end within `left` more tags, and `max_rows` rows, after `tag`."""
         if tag == _END:
             return True
-        after = _Grammar(self.max_cols)
-        after.width, after.prev, after.cur = self.width, self.prev, list(self.cur)
-        after.rows = self.rows
+        after = copy.copy(self)
+        after.cur = list(self.cur)
         after.push(tag)
         if after.rows + (1 if after.cur else 0) > max_rows:
             return False
@@ -107,6 +133,7 @@ def decode_layout(
         batch["text_offsets"],
         batch["lines"],
         batch["bands"],
+        batch["gaps"],
     )
     counts = model.hint_counts(batch["lines"], batch["bands"], batch["word_mask"])
     P = prefix.shape[1]

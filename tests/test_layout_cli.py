@@ -60,6 +60,12 @@ def test_train_then_resume_continues_the_step_count(tmp_path: Path, capsys: pyte
     assert "held-out TEDS" in capsys.readouterr().out
     model = LayoutModel.from_pretrained(out / "final")
     assert model.config.hidden == 32
+    # a new run from those weights counts what they had cost: the lineage adds up
+    more = tmp_path / "more"
+    assert cli(["train", str(ROOT / "configs" / "layout.yaml"), f"out_dir={more}", *TINY,
+                f"init_from={out / 'final'}", "max_steps=1", "eval_every=1"]) == 0  # fmt: skip
+    m = json.loads((more / "final" / "metrics.json").read_text())
+    assert (m["step"], m["total_steps"], m["total_samples"]) == (1, 4, 8)
 
 
 def test_predict_viz_draws_words_and_cells(tiny_model: Path, tmp_path: Path) -> None:

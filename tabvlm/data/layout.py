@@ -40,6 +40,29 @@ class LayoutInputs:
     text_ids: list[list[int]]
     lines: torch.Tensor | None = None  # (W,) long: each word's visual line (`grid_hints`)
     bands: torch.Tensor | None = None  # (W,) long: each word's column band
+    gaps: torch.Tensor | None = None  # (W, 2) long: quantised space above / below (`vertical_gaps`)
+
+
+GAP_BINS = 32  # gaps in eighths of a word's height, 0 .. 4 heights; bin GAP_BINS: nothing there
+
+
+def vertical_gaps(words: Sequence[Word]) -> np.ndarray:
+    """(W, 2): for each word, the space to the nearest word above and below it that overlaps it
+    in x, in eighths of its height (GAP_BINS: none). A cell's next line sits closer than the next
+    row's text (cell padding, a ruling between): the model learns the threshold per table."""
+    if not words:
+        return np.zeros((0, 2), np.int64)
+    b = np.array([w.box for w in words], np.float32)  # (W,4)
+    h = np.maximum(1.0, b[:, 3] - b[:, 1])
+    overlap = (b[:, None, 0] < b[None, :, 2]) & (b[None, :, 0] < b[:, None, 2])  # (i, j)
+    down = b[None, :, 1] - b[:, None, 3]  # from i's bottom to j's top
+    out = np.full((len(words), 2), GAP_BINS, np.int64)
+    for col, dist in ((0, down.T), (1, down)):  # above: j's bottom to i's top
+        valid = overlap & (dist > -0.3 * h[:, None]) & ~np.eye(len(words), dtype=bool)
+        best = np.where(valid, dist, np.inf).min(1)
+        found = np.isfinite(best)
+        out[found, col] = np.clip(np.round(np.maximum(best[found], 0) / h[found] * 8), 0, GAP_BINS - 1)
+    return out
 
 
 def grid_hints(words: Sequence[Word]) -> tuple[list[int], list[int]]:
@@ -111,6 +134,7 @@ def encode_inputs(
         [i[:MAX_WORD_TOKENS] for i in ids],
         torch.tensor(lines, dtype=torch.long),
         torch.tensor(bands, dtype=torch.long),
+        torch.from_numpy(vertical_gaps(words)),
     )
 
 
@@ -183,6 +207,7 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
     word_mask = torch.zeros(B, W, dtype=torch.bool)
     lines = torch.zeros(B, W, dtype=torch.long)
     bands = torch.zeros(B, W, dtype=torch.long)
+    gaps = torch.full((B, W, 2), GAP_BINS, dtype=torch.long)
     tags = torch.full((B, T), BOS, dtype=torch.long)
     rows = torch.zeros(B, T, dtype=torch.long)
     cols = torch.zeros(B, T, dtype=torch.long)
@@ -200,6 +225,8 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
         if s.inputs.lines is not None and n:
             lines[b, :n] = s.inputs.lines
             bands[b, :n] = s.inputs.bands
+        if s.inputs.gaps is not None and n:
+            gaps[b, :n] = s.inputs.gaps
         for k in range(W):
             offsets.append(len(flat))
             if k < n:
@@ -223,6 +250,7 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
         "word_mask": word_mask,
         "lines": lines,
         "bands": bands,
+        "gaps": gaps,
         "text_ids": torch.tensor(flat, dtype=torch.long),
         "text_offsets": torch.tensor(offsets, dtype=torch.long),
         "tags": tags,

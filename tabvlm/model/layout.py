@@ -50,6 +50,7 @@ class LayoutConfig:
     image_pool: int = 2  # image tokens: the S/16 feature map average-pooled by this
     word_order: bool = True  # embed each word's index in reading order (cells' words come in runs)
     grid_hints: bool = True  # embed each word's visual line and column band (tabvlm.data.layout.grid_hints)
+    line_gaps: bool = True  # embed the space above / below each word (tabvlm.data.layout.vertical_gaps)
     roi_points: int = 3  # RoI pooling samples roi_points^2 points inside each word's box
     max_words: int = 768
     max_tags: int = 1024
@@ -146,6 +147,10 @@ class LayoutModel(nn.Module):
             self.band_embed = nn.Embedding(cfg.max_cols, d)
             self.n_lines_embed = nn.Embedding(cfg.max_rows + 1, d)
             self.n_bands_embed = nn.Embedding(cfg.max_cols + 1, d)
+        if cfg.line_gaps:  # 32 bins of an eighth of a height, and "nothing there"
+            self.gap_embed = nn.ModuleList(nn.Embedding(33, d) for _ in range(2))
+            for emb in self.gap_embed:  # zero: a model trained without them starts unchanged
+                nn.init.zeros_(emb.weight)
         self.tag_embed = nn.Embedding(N_TAG_INPUTS, d)
         self.tag_pos = nn.Embedding(cfg.max_tags, d)
         self.row_embed = nn.Embedding(cfg.max_rows, d)
@@ -173,6 +178,7 @@ class LayoutModel(nn.Module):
         text_offsets: torch.Tensor,
         lines: torch.Tensor | None = None,
         bands: torch.Tensor | None = None,
+        gaps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """pixels (B,1,S,S) in [0,1] (1 = white); boxes (B,W,4) in [0,1] of the square; the words'
         token ids flattened (N,) with `text_offsets` (B*W,) the start of each word's ids (an
@@ -200,6 +206,8 @@ class LayoutModel(nn.Module):
         if cfg.grid_hints and lines is not None:
             words = words + self.line_embed(lines.clamp(max=cfg.max_rows - 1))
             words = words + self.band_embed(bands.clamp(max=cfg.max_cols - 1))
+        if cfg.line_gaps and gaps is not None:
+            words = words + self.gap_embed[0](gaps[..., 0]) + self.gap_embed[1](gaps[..., 1])
         if self.order_embed is not None:
             words = words + self.order_embed(
                 torch.arange(W, device=boxes.device).clamp(max=cfg.max_words - 1)
@@ -281,10 +289,11 @@ class LayoutModel(nn.Module):
         tag_mask: torch.Tensor,
         lines: torch.Tensor,
         bands: torch.Tensor,
+        gaps: torch.Tensor | None = None,
     ) -> LayoutOutput:
         """Teacher-forced pass. word_mask (B,W), tag_mask (B,T): True for real words / tags;
         lines, bands (B,W): the words' grid hints."""
-        prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands)
+        prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands, gaps)
         B, P, _ = prefix.shape
         counts = self.hint_counts(lines, bands, word_mask)
         x = torch.cat([prefix, self.embed_tags(tags, rows, cols, counts)], 1)

@@ -26,12 +26,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tabvlm.data.layout import LayoutDataConfig, SynthLayoutSamples, collate_layout
 from tabvlm.errors import ConfigError
-from tabvlm.model.layout import LayoutConfig, LayoutModel, load_layout_config
+from tabvlm.model.layout import WEIGHTS_NAME, LayoutConfig, LayoutModel, load_layout_config
 from tabvlm.model.vlm import TOKENIZER_NAME
 from tabvlm.tokenizer import load_tokenizer
 from tabvlm.train.distributed import cpu_has_bf16
@@ -136,6 +137,20 @@ def layout_loss(
     }
 
 
+def _init_from(folder: str) -> LayoutModel:
+    """A layout model folder's weights, for more training. Parameters this version of the model
+    has and the folder lacks (a newer input feature) keep their initialisation, which the model
+    makes neutral (zeros) so the loaded function is unchanged; they are logged. A folder with
+    weights this model does not know is a ConfigError."""
+    model = LayoutModel(load_layout_config(folder))
+    missing, unexpected = model.load_state_dict(load_file(str(Path(folder) / WEIGHTS_NAME)), strict=False)
+    if unexpected:
+        raise ConfigError(f"init_from {folder}: weights this model does not have: {unexpected[:5]}")
+    if missing:
+        logger.info("init_from %s: new parameters start from their initialisation: %s", folder, missing)
+    return model.train()
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     no_decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
     decay, rest = [], []
@@ -151,9 +166,20 @@ class LayoutTrainer:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out_dir)
         self.tokenizer = load_tokenizer()
+        # what the starting weights had cost already (their metrics.json), so a folder's
+        # metrics say what the whole lineage took
+        self.before = {"steps": 0, "samples": 0, "core_hours": 0.0}
         if cfg.init_from:
-            self.model = LayoutModel.from_pretrained(cfg.init_from).train()
+            self.model = _init_from(cfg.init_from)
             cfg.model = self.model.config
+            done = Path(cfg.init_from) / "metrics.json"
+            if done.is_file():
+                m = json.loads(done.read_text())
+                self.before = {
+                    "steps": m.get("total_steps", m["step"]),
+                    "samples": m.get("total_samples", m["samples"]),
+                    "core_hours": m.get("total_core_hours", m["core_hours"]),
+                }
         else:
             torch.manual_seed(0)
             cfg.model.vocab_size = self.tokenizer.vocab_size
@@ -204,6 +230,11 @@ class LayoutTrainer:
             "train_seconds": round(self.seconds, 1),
             "core_hours": round(self.seconds * (threads + self.cfg.num_workers * 0.5) / 3600, 3),
             "threads": threads,
+            "total_steps": self.before["steps"] + self.step,
+            "total_samples": self.before["samples"] + self.consumed,
+            "total_core_hours": round(
+                self.before["core_hours"] + self.seconds * (threads + self.cfg.num_workers * 0.5) / 3600, 3
+            ),
             "history": self.history[-20:],
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
