@@ -11,7 +11,6 @@ words joined in reading order; a fcel that gets no word is an empty cell.
 
 from __future__ import annotations
 
-import copy
 import html
 from dataclasses import dataclass
 
@@ -96,23 +95,16 @@ class _Grammar:
                 spans[k] = self.prev_span[k]
         return spans
 
-    def closing_tags(self) -> int:
-        """How many tags the shortest ending from here takes: the current row padded with ecel,
-        nl, end (a table needs one row, so an empty first row takes ecel, nl, end)."""
-        if not self.cur:
-            return 1 if self.prev else 3
-        return (self.width or len(self.cur)) - len(self.cur) + 2
-
     def fits(self, tag: int, left: int, max_rows: int) -> bool:
         """Whether the table can still end within `left` more tags, and `max_rows` rows, after `tag`."""
         if tag == _END:
             return True
-        after = copy.copy(self)
-        after.cur = list(self.cur)
-        after.push(tag)
-        if after.rows + (1 if after.cur else 0) > max_rows:
+        if tag == _NL:
+            return self.rows + 1 <= max_rows and left >= 1
+        c = len(self.cur) + 1  # the row's slots after this cell
+        if self.rows + 1 > max_rows:  # this cell is in row rows+1
             return False
-        return after.closing_tags() <= left
+        return (self.width or c) - c + 2 <= left
 
 
 @torch.no_grad()
@@ -141,7 +133,8 @@ def decode_layout(
     keys_prefix = torch.cat(
         [torch.ones(B, cfg.image_tokens, dtype=torch.bool, device=dev), batch["word_mask"]], 1
     )
-    h, cache = model.run(prefix, keys_prefix[:, None, None, :].expand(B, 1, P, P))
+    cache = model.new_cache(B, P + max_tags)
+    h = model.run(prefix, keys_prefix[:, None, None, :].expand(B, 1, P, P), cache)
     word_keys = model.pointer_keys(h[:, P - W :])  # (B,W,d)
 
     grammars = [_Grammar(cfg.max_cols) for _ in range(B)]
@@ -156,7 +149,7 @@ def decode_layout(
     for step in range(max_tags):
         x = model.embed_tags(tag_in, rows, cols, counts, start=step)
         key_mask = torch.cat([keys_prefix, torch.ones(B, step + 1, dtype=torch.bool, device=dev)], 1)
-        h, cache = model.run(x, key_mask[:, None, None, :], cache)
+        h = model.run(x, key_mask[:, None, None, :], cache)
         queries.append(model.pointer_queries(h[:, :1], rows_in, cols_in)[:, 0])
         logits = model.tag_head(h[:, 0])  # (B, n_tags)
         nxt = []

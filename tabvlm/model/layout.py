@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tabvlm.errors import ConfigError
+from tabvlm.model.lm import KVCache
 
 TAGS = ("fcel", "ecel", "lcel", "ucel", "xcel", "nl", "end")
 TAG_ID = {t: i for i, t in enumerate(TAGS)}
@@ -36,6 +37,9 @@ N_TAG_INPUTS = len(TAGS) + 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "tabvlm-layout"
+# Inputs added after a folder was saved start at zero (no effect), so an older folder loads and
+# computes what it did: these are the only weights a folder may lack.
+NEUTRAL_PARAMS = ("gap_embed.",)
 
 
 @dataclass
@@ -108,17 +112,17 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(cfg.mlp_ratio * d, d)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x (B,T,d); mask (B,1,T,past+T) True where a query may attend; past: cached (k, v)."""
+        self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        """x (B,T,d); mask (B,1,T,past+T) True where a query may attend; cache: the decoder's
+        preallocated keys / values (this step's are written into it at `layer`)."""
         B, T, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B,H,past+T,hd)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B,H,T,hd)
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, d))
-        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
-        return x, (k, v)
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
 
 @dataclass
@@ -247,18 +251,20 @@ class LayoutModel(nn.Module):
             + counts
         )
 
-    def run(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor,
-        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The blocks over x (B,T,d) with mask (B,1,T,past+T); returns normed states and the new cache."""
-        new_cache = []
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """Preallocated keys / values for decoding `batch` pages of up to `max_len` positions."""
+        cfg = self.config
+        p = next(self.parameters())
+        return KVCache(cfg.layers, batch, cfg.heads, max_len, cfg.hidden // cfg.heads, p.device, p.dtype)
+
+    def run(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The blocks over x (B,T,d) with mask (B,1,T,past+T); normed states. With a cache, this
+        step's keys / values are appended to it."""
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, mask, None if cache is None else cache[i])
-            new_cache.append(kv)
-        return self.norm(x), new_cache
+            x = block(x, mask, cache, i)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.norm(x)
 
     def pointer_keys(self, h_words: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.ptr_word(h_words), dim=-1)
@@ -298,7 +304,7 @@ class LayoutModel(nn.Module):
         counts = self.hint_counts(lines, bands, word_mask)
         x = torch.cat([prefix, self.embed_tags(tags, rows, cols, counts)], 1)
         mask = prefix_lm_mask(self.config.image_tokens, word_mask, tag_mask)
-        h, _ = self.run(x, mask)
+        h = self.run(x, mask)
         W = boxes.shape[1]
         h_words, h_tags = h[:, P - W : P], h[:, P:]
         keys = self.pointer_keys(h_words)  # (B,W,d)
@@ -327,7 +333,12 @@ class LayoutModel(nn.Module):
         folder = Path(folder)
         cfg = load_layout_config(folder)
         model = cls(cfg)
-        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=False)
+        absent = [k for k in missing if not k.startswith(NEUTRAL_PARAMS)]
+        if absent or unexpected:
+            raise ConfigError(
+                f"{folder}: its weights do not fit this model (missing {absent[:5]}, unknown {unexpected[:5]})"
+            )
         return model.eval()
 
 

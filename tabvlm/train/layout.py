@@ -26,14 +26,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tabvlm.data.layout import LayoutDataConfig, SynthLayoutSamples, collate_layout
 from tabvlm.errors import ConfigError
-from tabvlm.model.layout import WEIGHTS_NAME, LayoutConfig, LayoutModel, load_layout_config
+from tabvlm.evaluate import teds
+from tabvlm.layout_decode import decode_layout
+from tabvlm.model.layout import LayoutConfig, LayoutModel, load_layout_config
 from tabvlm.model.vlm import TOKENIZER_NAME
+from tabvlm.tables.html import to_html
 from tabvlm.tokenizer import load_tokenizer
 from tabvlm.train.distributed import cpu_has_bf16
 from tabvlm.train.trainer import lr_factor
@@ -138,16 +140,9 @@ def layout_loss(
 
 
 def _init_from(folder: str) -> LayoutModel:
-    """A layout model folder's weights, for more training. Parameters this version of the model
-    has and the folder lacks (a newer input feature) keep their initialisation, which the model
-    makes neutral (zeros) so the loaded function is unchanged; they are logged. A folder with
-    weights this model does not know is a ConfigError."""
-    model = LayoutModel(load_layout_config(folder))
-    missing, unexpected = model.load_state_dict(load_file(str(Path(folder) / WEIGHTS_NAME)), strict=False)
-    if unexpected:
-        raise ConfigError(f"init_from {folder}: weights this model does not have: {unexpected[:5]}")
-    if missing:
-        logger.info("init_from %s: new parameters start from their initialisation: %s", folder, missing)
+    """A layout model folder's weights, for more training (`LayoutModel.from_pretrained`: inputs
+    newer than the folder start neutral, `NEUTRAL_PARAMS`; other mismatches are a ConfigError)."""
+    model = LayoutModel.from_pretrained(folder)  # an older folder: its new inputs start at zero
     return model.train()
 
 
@@ -246,10 +241,6 @@ class LayoutTrainer:
         shutil.rmtree(old, ignore_errors=True)
 
     def evaluate(self, n: int) -> dict[str, float]:
-        from tabvlm.evaluate import teds
-        from tabvlm.layout_decode import decode_layout
-        from tabvlm.tables.html import to_html
-
         held = SynthLayoutSamples(
             LayoutDataConfig(**{**self.cfg.data.__dict__, "seed": self.cfg.data.seed + EVAL_SEED_OFFSET}),
             self.cfg.model,

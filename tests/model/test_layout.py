@@ -186,3 +186,22 @@ def test_a_page_with_no_words_is_an_empty_grid():
     assert isinstance(inputs, LayoutInputs) and inputs.boxes.shape == (0, 4)
     r = decode_layout(model, [inputs], [[]], max_tags=20)[0]
     assert r.word_cells == [] and all(not c.text for c in r.table.cells)
+
+
+def test_an_older_folder_loads_with_its_newer_inputs_neutral(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = LayoutModel(cfg).eval()
+    model.save_pretrained(tmp_path)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    old = {k: v for k, v in weights.items() if not k.startswith("gap_embed.")}  # saved before gaps existed
+    save_file(old, str(tmp_path / "model.safetensors"))
+    again = LayoutModel.from_pretrained(tmp_path)
+    s = sample(SPAN, cfg)
+    assert decode_layout(model, [s.inputs], [s.words]) == decode_layout(again, [s.inputs], [s.words])
+    del old["tag_head.weight"]
+    save_file(old, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match="tag_head.weight"):
+        LayoutModel.from_pretrained(tmp_path)
