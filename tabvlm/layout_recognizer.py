@@ -46,8 +46,10 @@ class LayoutRecognizer:
         reader: str = "ppocr",
         reader_options: dict[str, Any] | None = None,
         tokenizer: TableTokenizer | None = None,
+        max_tags: int | None = None,
     ):
         self.model = model.eval()
+        self.max_tags = max_tags  # the tag budget (None: the model's max_tags); a table past it is closed
         self.tokenizer = tokenizer or load_tokenizer()
         self.reader = reader
         self.reader_options = dict(reader_options or {})
@@ -103,7 +105,7 @@ class LayoutRecognizer:
                 encode_inputs(pages[i], page_words[i], self.model.config, self.tokenizer) for i in chunk
             ]
             with torch.inference_mode():
-                results = decode_layout(self.model, inputs, [page_words[i] for i in chunk])
+                results = decode_layout(self.model, inputs, [page_words[i] for i in chunk], self.max_tags)
             batch_seconds = time.perf_counter() - t0
             for i, r in zip(chunk, results):
                 pred = _prediction(r.table, len(r.tags), r.finish_reason, task)

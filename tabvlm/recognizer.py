@@ -1,7 +1,7 @@
 """The Python API: `TableRecognizer` turns table images into HTML, a grid, Markdown and CSV.
 
     from tabvlm import TableRecognizer
-    rec = TableRecognizer.from_pretrained("models/tabvlm-base")
+    rec = TableRecognizer.from_pretrained()   # the shipped default: models/tabvlm-layout
     pred = rec.predict("table.png")
     print(pred.html, pred.markdown)
 
@@ -37,7 +37,7 @@ from tabvlm.tokenizer import TableTokenizer, load_tokenizer
 logger = logging.getLogger(__name__)
 
 # The shipped default model lives in the repository beside the package (editable install).
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "tabvlm-base"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "tabvlm-layout"
 
 
 @dataclass
@@ -126,7 +126,8 @@ class TableRecognizer:
     ) -> TableRecognizer:
         """Load a model folder (written by `TabVLM.save_pretrained`), or build random weights
         (drawn from `seed`) from a config YAML (tests, benchmarks). `path=None`: the shipped
-        default model `models/tabvlm-base/`. `dtype` "float32" (default), "bfloat16" or "int8":
+        default model `models/tabvlm-layout/` (a layout model folder gives a `LayoutRecognizer`: the
+        reader + the layout model, with the same predict / predict_many). `dtype` "float32" (default), "bfloat16" or "int8":
         bf16 halves the weights' memory; whether it is faster depends on the CPU's bf16 kernels
         (on the AVX512-BF16 EPYC of docs/BENCHMARKS.md it was not). On CPU the loaded model goes
         through the decode transform (`tabvlm.model.decode.prepare_cpu_decode`: fused q/k/v and
@@ -150,8 +151,20 @@ class TableRecognizer:
         if is_layout_model(path):  # read, then lay out: the reader + the layout model
             from tabvlm.layout_recognizer import LayoutRecognizer
 
-            options = kwargs.get("reader_options")
-            return LayoutRecognizer.from_pretrained(path, device=str(device), reader_options=options)  # type: ignore[return-value,arg-type]
+            if torch_dtype != torch.float32 or dtype == "int8":
+                raise ConfigError(
+                    f"{path}: the layout model runs in float32 (dtype {dtype!r} is for the OCR-free model)"
+                )
+            if kwargs.get("constrain") is False:
+                raise ConfigError(
+                    f"{path}: the layout model always decodes under the OTSL grammar (no --no-constrain)"
+                )
+            return LayoutRecognizer.from_pretrained(  # type: ignore[return-value]
+                path,
+                device=str(device),
+                reader_options=kwargs.get("reader_options"),  # type: ignore[arg-type]
+                max_tags=kwargs.get("max_new_tokens"),  # type: ignore[arg-type]
+            )
         if path.is_dir():
             tok_file = path / TOKENIZER_NAME
             if not tok_file.is_file():  # the shipped tokenizer may not be the one it was trained with

@@ -95,3 +95,50 @@ def test_eval_with_true_words_needs_them_and_uses_them(tiny_model: Path, tmp_pat
         cli(["eval", "--data", str(ROOT / "examples"), "--model", str(tiny_model), "--reader", "truth"]) == 1
     )
     assert "meta.words" in capsys.readouterr().err
+
+
+def test_options_the_layout_model_does_not_have_are_refused(tiny_model: Path) -> None:
+    from tabvlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="float32"):
+        TableRecognizer.from_pretrained(tiny_model, dtype="int8")
+    with pytest.raises(ConfigError, match="grammar"):
+        TableRecognizer.from_pretrained(tiny_model, constrain=False)
+    rec = TableRecognizer.from_pretrained(tiny_model, max_new_tokens=12)
+    pred = rec.predict(ROOT / "examples" / "en-span.png")
+    assert pred.tokens <= 12  # the tag budget: the table is closed within it
+
+
+def test_the_server_serves_a_layout_model(tiny_model: Path) -> None:
+    """/v1/recognize and the chat route with the reader + layout model behind them: the page
+    reaches the reader at its own size, the usage counts the prefix (image tokens + words)."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from tabvlm.serve import ServeConfig, create_app
+
+    rec = TableRecognizer.from_pretrained(tiny_model)
+    png = (ROOT / "examples" / "en-span.png").read_bytes()
+    with TestClient(create_app(rec, ServeConfig(model_name="t", ui=False)), base_url="http://localhost") as c:
+        r = c.post("/v1/recognize", files={"file": ("t.png", png, "image/png")})
+        assert r.status_code == 200, r.text
+        assert r.json()["html"].startswith("<table>")
+        body = {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Convert the table to HTML."},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()},
+                        },
+                    ],
+                }
+            ]
+        }
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        words = len(rec.predict(ROOT / "examples" / "en-span.png").words)
+        assert r.json()["usage"]["prompt_tokens"] == rec.model.config.image_tokens + words

@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     # a wildcard bind address is no name a client uses; a specific one is
     bound = () if args.host in ("0.0.0.0", "::", "") else (args.host,)
     config = ServeConfig(
-        model_name=Path(args.model).stem if args.model else "tabvlm-base",
+        model_name=Path(args.model).stem if args.model else "tabvlm-layout",
         max_image_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
         request_timeout_s=args.timeout,
