@@ -46,6 +46,12 @@ class RenderConfig:
     use_system_fonts: bool = True
     styles: list[str] = field(default_factory=lambda: list(STYLES))
     font_size: tuple[int, int] = (12, 26)  # px, before shrinking a table to fit
+    # Cell padding above and below the text, and line height, in font sizes. Real documents set
+    # rows as tight as a cell's own lines (a row gap no wider than a cell's line gap) and wrap
+    # long text with wide leading: (0.02, 0.6) and (1.1, 1.7) draw those too.
+    pad_y: tuple[float, float] = (0.15, 0.6)
+    line_em: tuple[float, float] = (1.15, 1.45)
+    wrap_em: tuple[float, float] = (6, 18)  # max column content width (before the column-count scaling)
     min_font_size: int = 7
     width: tuple[int, int] = (300, 1600)  # image width bounds before degradations
     max_height: int = 2000
@@ -302,10 +308,10 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
         style=style,
         face=_pick_face(rng, table, fonts, cfg),
         size=rng.randint(*cfg.font_size),
-        wrap_em=rng.uniform(6, 18) * min(1.0, 8 / max(1, table.n_cols)) + 4,
+        wrap_em=rng.uniform(*cfg.wrap_em) * min(1.0, 8 / max(1, table.n_cols)) + 4,
         pad_x=rng.uniform(0.25, 0.9),
-        pad_y=rng.uniform(0.15, 0.6),
-        line_em=rng.uniform(1.15, 1.45),
+        pad_y=rng.uniform(*cfg.pad_y),
+        line_em=rng.uniform(*cfg.line_em),
         line_w=rng.choice([1, 1, 1, 2, 2, 3]),
         bold_header=header > 0 and rng.random() < cfg.bold_header_rate,
     )
