@@ -27,6 +27,7 @@ from tabvlm.image import ImageSource, load_image
 from tabvlm.layout_decode import decode_layout
 from tabvlm.model.layout import LayoutModel
 from tabvlm.model.vlm import TOKENIZER_NAME
+from tabvlm.progress import progress as progress_bar
 from tabvlm.read import read_words
 from tabvlm.recognizer import Prediction, read_predictions
 from tabvlm.tables.grid import Table
@@ -76,10 +77,11 @@ class LayoutRecognizer:
         progress: bool = False,
         task: str = "html",
         words: Sequence[Sequence] | None = None,
-        **unused: Any,
+        max_new_tokens: int | None = None,
     ) -> list[Prediction]:
         """Recognise `images`; `words` (one list of `tabvlm.read.Word` per image) replaces the
-        reader, e.g. the renderer's truth for an ablation. Task "ocr" is the reader's text."""
+        reader, e.g. the renderer's truth for an ablation; `max_new_tokens` caps the tags (the
+        chat route's max_tokens). Task "ocr" is the reader's text."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1; found {batch_size}")
         get_task(task)
@@ -87,7 +89,10 @@ class LayoutRecognizer:
             return read_predictions(images, **self.reader_options)
         if task not in TABLE_TASKS:
             raise ConfigError(f"task {task!r}: the layout model writes tables ({', '.join(TABLE_TASKS)})")
+        caps = [x for x in (max_new_tokens, self.max_tags) if x]
+        budget = min(caps) if caps else None
         pages, page_words, read_s, load_s = [], [], [], []
+        bar = progress_bar(total=len(images), desc="read", unit="img", disable=not progress)
         for k, im in enumerate(images):
             t0 = time.perf_counter()
             pil = load_image(im)
@@ -97,6 +102,8 @@ class LayoutRecognizer:
             load_s.append(t1 - t0)
             pages.append(pil)
             page_words.append(ws)
+            bar.update(1)
+        bar.close()
         out: list[Prediction] = []
         for start in range(0, len(pages), batch_size):
             chunk = range(start, min(len(pages), start + batch_size))
@@ -105,7 +112,7 @@ class LayoutRecognizer:
                 encode_inputs(pages[i], page_words[i], self.model.config, self.tokenizer) for i in chunk
             ]
             with torch.inference_mode():
-                results = decode_layout(self.model, inputs, [page_words[i] for i in chunk], self.max_tags)
+                results = decode_layout(self.model, inputs, [page_words[i] for i in chunk], budget)
             batch_seconds = time.perf_counter() - t0
             for i, r in zip(chunk, results):
                 pred = _prediction(r.table, len(r.tags), r.finish_reason, task)

@@ -107,6 +107,12 @@ def test_options_the_layout_model_does_not_have_are_refused(tiny_model: Path) ->
     rec = TableRecognizer.from_pretrained(tiny_model, max_new_tokens=12)
     pred = rec.predict(ROOT / "examples" / "en-span.png")
     assert pred.tokens <= 12  # the tag budget: the table is closed within it
+    full = TableRecognizer.from_pretrained(tiny_model)
+    assert (
+        full.predict_many([ROOT / "examples" / "en-span.png"], max_new_tokens=9)[0].tokens <= 9
+    )  # a request's cap
+    with pytest.raises(TypeError):
+        full.predict_many([ROOT / "examples" / "en-span.png"], temperature=0.7)  # not silently ignored
 
 
 def test_the_server_serves_a_layout_model(tiny_model: Path) -> None:
