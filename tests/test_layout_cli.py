@@ -148,3 +148,34 @@ def test_the_server_serves_a_layout_model(tiny_model: Path) -> None:
         assert r.status_code == 200, r.text
         words = len(rec.predict(ROOT / "examples" / "en-span.png").words)
         assert r.json()["usage"]["prompt_tokens"] == rec.model.config.image_tokens + words
+
+
+def test_training_on_user_records_reads_and_aligns_them(tmp_path: Path) -> None:
+    """data.files: records of image + HTML (no boxes): the reader's words, aligned to the cells."""
+    data = tmp_path / "mine"
+    assert (
+        cli(["synth", "--n", "2", "--seed", "5", "--out", str(data), "synth.rows=[2,3]", "synth.cols=[2,3]"])
+        == 0
+    )
+    out = tmp_path / "run"
+    args = [
+        "train",
+        str(ROOT / "configs" / "layout.yaml"),
+        f"out_dir={out}",
+        *TINY,
+        "max_steps=2",
+        "eval_every=2",
+    ]
+    assert (
+        cli(
+            [
+                *args,
+                f"data.files=[{data / 'gt.jsonl'}]",
+                "data.files_ratio=1.0",
+                f"data.read_cache={tmp_path / 'words'}",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "final" / "metrics.json").read_text())["samples"] == 4
+    assert any((tmp_path / "words").rglob("*.json"))  # the reader's words, kept: read once

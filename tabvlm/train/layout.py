@@ -3,8 +3,9 @@ synthetic tables whose words come from the renderer, with reader noise.
 
 Run as: tabvlm train configs/layout.yaml [key=value ...] [--resume]
 
-The loop: a DataLoader worker draws samples i = consumed, consumed+1, ... (`SynthLayoutSamples`:
-deterministic per index, so a resumed run sees the same stream); AdamW with warmup + cosine; bf16
+The loop: a DataLoader worker draws samples i = consumed, consumed+1, ... (`LayoutSamples`:
+synthetic tables, and user records by `data.files_ratio`; deterministic per index, so a resumed
+run sees the same stream); AdamW with warmup + cosine; bf16
 autocast where the CPU has AVX512-BF16 (`cpu_has_bf16`); every `eval_every` steps a held-out set
 (seed + 1,000,003) is decoded and scored (TEDS, TEDS-struct); checkpoints are a model folder
 (safetensors + config.json) plus `trainer.pt` (optimizer state and counters, loaded with
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tabvlm.data.layout import LayoutDataConfig, SynthLayoutSamples, collate_layout
+from tabvlm.data.layout import LayoutDataConfig, LayoutSamples, SynthLayoutSamples, collate_layout
 from tabvlm.errors import ConfigError
 from tabvlm.evaluate import teds
 from tabvlm.layout_decode import decode_layout
@@ -83,7 +84,7 @@ class LayoutTrainConfig:
 class _Stream(IterableDataset):
     """Samples start, start+1, ... split across DataLoader workers by index."""
 
-    def __init__(self, samples: SynthLayoutSamples, start: int):
+    def __init__(self, samples: LayoutSamples, start: int):
         self.samples, self.start = samples, start
 
     def __iter__(self):
@@ -198,7 +199,7 @@ class LayoutTrainer:
             )
             self.history = json.loads(state["history"])
             logger.info("resumed at step %d (%d samples)", self.step, self.consumed)
-        self.samples = SynthLayoutSamples(cfg.data, cfg.model, self.tokenizer)
+        self.samples = LayoutSamples(cfg.data, cfg.model, self.tokenizer)  # synthetic + user records
         bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and cpu_has_bf16())
         self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
@@ -245,7 +246,7 @@ class LayoutTrainer:
             LayoutDataConfig(**{**self.cfg.data.__dict__, "seed": self.cfg.data.seed + EVAL_SEED_OFFSET}),
             self.cfg.model,
             self.tokenizer,
-            fonts=self.samples.fonts,
+            fonts=self.samples.synth.fonts,
         )
         self.model.eval()
         scores, structs = [], []
