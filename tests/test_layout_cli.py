@@ -78,6 +78,8 @@ def test_predict_viz_draws_words_and_cells(tiny_model: Path, tmp_path: Path) -> 
     assert (np.asarray(drawn) != np.asarray(Image.open(image).convert("RGB"))).any()  # something drawn
     rec = json.loads(out.read_text().splitlines()[0])
     assert rec["reader_seconds"] > 0 and rec["html"].startswith("<table>")
+    # an overlay never takes an input's place
+    assert cli(["predict", "--model", str(tiny_model), "--viz", str(image.parent), str(image)]) == 1
 
 
 def test_eval_with_true_words_needs_them_and_uses_them(tiny_model: Path, tmp_path: Path, capsys) -> None:

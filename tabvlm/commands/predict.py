@@ -206,7 +206,12 @@ def main(argv: list[str]) -> int:
         return 1
     out = Path(args.out) if args.out else None
     if args.viz:
-        Path(args.viz).mkdir(parents=True, exist_ok=True)
+        viz = Path(args.viz).resolve()
+        if any(p.resolve().parent == viz for p in paths):
+            raise ConfigError(
+                f"--viz {args.viz}: holds input images, whose names the overlays would take; choose another folder"
+            )
+        viz.mkdir(parents=True, exist_ok=True)
     sink, tmp = open_output(out)  # before the model: a bad --out costs no minutes of loading
     try:
         failed = _run(args, paths, out, sink)
