@@ -121,7 +121,7 @@ def card(
         "its line and column-band hints; a prefix-LM transformer) writes the table's OTSL tags and",
         "points every word into its cell. Trained on synthetic tables only, on 2 CPU cores.",
         "Loaded by `TableRecognizer.from_pretrained()`, `tabvlm predict` and `tabvlm serve` when no",
-        f"`--model` is given. Continue training with `tabvlm train configs/layout.yaml init_from={out}`.",
+        f"`--model` is given. Continue training with `tabvlm train configs/layout.yaml init_from=models/{out}`.",
         "",
         f"**Training so far:** {len(lineage)} session(s), {sum(s['steps'] for s in lineage):,} steps, "
         f"{total_samples:,} samples seen, **{total_h:.2f} core-hours** (CPU).",
