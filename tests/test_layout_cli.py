@@ -97,6 +97,8 @@ def test_eval_with_true_words_needs_them_and_uses_them(tiny_model: Path, tmp_pat
         cli(["eval", "--data", str(ROOT / "examples"), "--model", str(tiny_model), "--reader", "truth"]) == 1
     )
     assert "meta.words" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's usage error: --reader without a model
+        cli(["eval", "--data", str(data), "--pred", str(data / "gt.jsonl"), "--reader", "truth"])
 
 
 def test_options_the_layout_model_does_not_have_are_refused(tiny_model: Path) -> None:

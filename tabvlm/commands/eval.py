@@ -151,6 +151,8 @@ def main(argv: list[str]) -> int:
         ap.error("give --model or at least one --pred")
     if args.save_pred and not args.model:
         ap.error("--save-pred needs --model")
+    if args.reader != "ppocr" and not args.model:
+        ap.error("--reader needs --model (it chooses the words a layout model is given)")
 
     data = gt_file(args.data)
     errors: list[DataError] = []  # bad lines of every file, reported and skipped
