@@ -28,7 +28,7 @@ from tabvlm.data.noise import NoiseConfig, add_reader_noise  # noqa: E402
 from tabvlm.data.render import RenderConfig, make_sample  # noqa: E402
 from tabvlm.data.synth import SynthConfig  # noqa: E402
 from tabvlm.read import read_words  # noqa: E402
-from tabvlm.read.truth import _cell_of, truth_words  # noqa: E402
+from tabvlm.read.truth import cell_of, truth_words  # noqa: E402
 
 
 def main() -> int:
@@ -49,7 +49,7 @@ def main() -> int:
                 words, cells = add_reader_noise(words, cells, random.Random(i), NoiseConfig())
             else:
                 words = read_words(rendered.image, reader)
-                cells = [_cell_of(w.box, rendered.cell_boxes) for w in words]
+                cells = [cell_of(w.box, rendered.cell_boxes) for w in words]
                 cells = [c if c >= 0 and table.cells[c].text else -1 for c in cells]
             t0 = time.perf_counter()
             got = align_words(words, table)

@@ -10,6 +10,7 @@ the grid and, for each word, the input position of its cell's fcel tag (-1: no c
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -348,6 +349,12 @@ class LayoutSamples:
             else None
         )
 
+    @functools.lru_cache(maxsize=2)  # noqa: B019 (one stream per trainer; a pass's shuffle, made once)
+    def _order(self, epoch: int) -> list[int]:
+        order = list(range(len(self.records)))
+        random.Random(f"records:{self.cfg.seed}:{epoch}").shuffle(order)
+        return order
+
     def __getitem__(self, index: int) -> LayoutSample:
         if (
             self.records is not None
@@ -355,9 +362,7 @@ class LayoutSamples:
         ):
             n = len(self.records)
             k = int(index * self.cfg.files_ratio)  # the k-th record drawn, roughly: passes advance with i
-            order = list(range(n))
-            random.Random(f"records:{self.cfg.seed}:{k // n}").shuffle(order)
-            return self.records[order[k % n]]
+            return self.records[self._order(k // n)[k % n]]
         return self.synth[index]
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tabvlm.tables.grid import Table
 
 
-def _cell_of(box: tuple, cell_boxes: list) -> int:
+def cell_of(box: tuple, cell_boxes: list) -> int:
     """The cell whose box holds the centre of `box` (the nearest centre among several, as rotated
     drawings give overlapping bounding boxes); -1 when none does."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -47,7 +47,7 @@ def _breaks(text: str) -> list[bool]:
 def truth_words(rendered: Rendered, table: Table) -> tuple[list[Word], list[int]]:
     """The drawing's words in reading order and, for each, the index of its cell in
     `table.cells` (-1: outside every cell)."""
-    glyph_cell = [_cell_of(box, rendered.cell_boxes) for _, box in rendered.glyph_boxes]
+    glyph_cell = [cell_of(box, rendered.cell_boxes) for _, box in rendered.glyph_boxes]
     starts: list[bool] = [True] * len(glyph_cell)
     by_cell: dict[int, list[int]] = {}
     for g, c in enumerate(glyph_cell):

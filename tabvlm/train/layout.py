@@ -220,17 +220,18 @@ class LayoutTrainer:
         self.tokenizer.save(tmp / TOKENIZER_NAME)  # the text embedding's ids mean this tokenizer's tokens
         (tmp / "train_config.json").write_text(json.dumps(asdict(self.cfg), indent=2, default=str) + "\n")
         threads = self.cfg.threads or torch.get_num_threads()
+        core_hours = (
+            self.seconds * (threads + self.cfg.num_workers * 0.5) / 3600
+        )  # + half a core a data worker
         metrics = {
             "step": self.step,
             "samples": self.consumed,
             "train_seconds": round(self.seconds, 1),
-            "core_hours": round(self.seconds * (threads + self.cfg.num_workers * 0.5) / 3600, 3),
+            "core_hours": round(core_hours, 3),
             "threads": threads,
             "total_steps": self.before["steps"] + self.step,
             "total_samples": self.before["samples"] + self.consumed,
-            "total_core_hours": round(
-                self.before["core_hours"] + self.seconds * (threads + self.cfg.num_workers * 0.5) / 3600, 3
-            ),
+            "total_core_hours": round(self.before["core_hours"] + core_hours, 3),
             "history": self.history[-20:],
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
