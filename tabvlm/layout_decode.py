@@ -1,5 +1,6 @@
-"""Decoding the layout model: prefill the prefix once, then grammar-constrained greedy tags, then
-each word to its cell.
+"""A layout model's tables. A grid model (`output: grid`, the shipped one): one pass over the
+prefix, then `tabvlm.layout_grid.assemble_grid` (`decode_grid`). A tags model: prefill the prefix
+once, then grammar-constrained greedy tags, then each word to its cell (`decode_layout`).
 
 The OTSL grammar keeps every output a rectangular, valid grid: the first row sets the width
 (`nl` only after a full row afterwards), `lcel` needs an anchor or `lcel` to its left, `ucel`
@@ -12,18 +13,21 @@ words joined in reading order; a fcel that gets no word is an empty cell.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 
 import torch
 
 from tabvlm.data.layout import LayoutInputs, LayoutSample, LayoutTargets, collate_layout
+from tabvlm.layout_grid import assemble_grid
 from tabvlm.model.layout import BOS, TAG_ID, TAGS, LayoutModel
 from tabvlm.read.words import Word, join_words
 from tabvlm.tables.grid import Table
-from tabvlm.tables.otsl import parse_otsl
+from tabvlm.tables.otsl import parse_otsl, to_otsl
 
 _F, _E, _L, _U, _X, _NL, _END = (TAG_ID[t] for t in TAGS)
 _ANCHOR = (_F, _E)
+_OTSL_TAG = re.compile(r"<(fcel|ecel|lcel|ucel|xcel|nl)>")
 
 
 @dataclass
@@ -111,7 +115,10 @@ class _Grammar:
 def decode_layout(
     model: LayoutModel, inputs: list[LayoutInputs], words: list[list[Word]], max_tags: int | None = None
 ) -> list[LayoutResult]:
-    """Greedy, grammar-constrained decoding of a batch of pages (their inputs and words)."""
+    """Greedy, grammar-constrained decoding of a batch of pages (their inputs and words); a
+    grid model's pages are assembled from its grid head instead (`decode_grid`)."""
+    if model.config.output == "grid":
+        return decode_grid(model, inputs, words)
     cfg = model.config
     max_tags = min(max_tags or cfg.max_tags, cfg.max_tags)
     batch = collate_layout([LayoutSample(x, LayoutTargets([_END], [-1] * len(x.text_ids))) for x in inputs])
@@ -211,3 +218,20 @@ def _assemble(tags: list[int], words: list[Word], fcels: list[int]) -> tuple[Tab
     table = parse_otsl("".join(parts))
     index = {(cell.row, cell.col): i for i, cell in enumerate(table.cells)}
     return table, [index.get(anchors[k], -1) if k >= 0 else -1 for k in fcels]
+
+
+@torch.no_grad()
+def decode_grid(
+    model: LayoutModel, inputs: list[LayoutInputs], words: list[list[Word]]
+) -> list[LayoutResult]:
+    """A grid model's tables: one pass over each page's prefix, then `assemble_grid` (no tags are
+    decoded; `tags` holds the OTSL of the assembled grid)."""
+    batch = collate_layout([LayoutSample(x, LayoutTargets([_END], [-1] * len(x.text_ids))) for x in inputs])
+    dev = next(model.parameters()).device
+    logits = model.grid_logits(**{k: v.to(dev) for k, v in batch.items()}).float().cpu().numpy()
+    results = []
+    for b, (x, ws) in enumerate(zip(inputs, words)):
+        n = len(ws)
+        table, cells = assemble_grid(ws, x.lines.tolist(), x.bands.tolist(), logits[b, :n])
+        results.append(LayoutResult(table, _OTSL_TAG.findall(to_otsl(table)), [-1] * n, cells, "stop"))
+    return results

@@ -68,6 +68,24 @@ def test_train_then_resume_continues_the_step_count(tmp_path: Path, capsys: pyte
     assert (m["step"], m["total_steps"], m["total_samples"]) == (1, 4, 8)
 
 
+def test_the_shipped_recipe_puts_a_grid_head_on_a_tags_model(tiny_model: Path, tmp_path: Path) -> None:
+    """configs/layout-grid.yaml from a tags model's folder: its prefix under a new grid head,
+    trained, saved, and recognised with (the browser shards are not in a clean clone: off)."""
+    out = tmp_path / "grid"
+    args = ["train", str(ROOT / "configs" / "layout-grid.yaml"), f"out_dir={out}", *TINY,
+            f"init_from={tiny_model}", "data.shards=[]", "data.shard_ratio=0", "max_steps=2", "eval_every=2"]  # fmt: skip
+    assert cli(args) == 0
+    model = LayoutModel.from_pretrained(out / "final")
+    assert model.config.output == "grid" and model.config.hidden == 32  # the folder's config wins
+    tags = LayoutModel.from_pretrained(tiny_model)
+    assert not torch.equal(model.blocks[0].qkv.weight, tags.blocks[0].qkv.weight)  # it trained
+    rec = TableRecognizer.from_pretrained(out / "final")
+    pred = rec.predict(ROOT / "examples" / "en-span.png")
+    assert pred.html.startswith("<table>") and len(pred.word_cells) == len(pred.words)
+    assert all(-1 <= k < len(pred.table.cells) for k in pred.word_cells)
+    pred.table.validate()
+
+
 def test_predict_viz_draws_words_and_cells(tiny_model: Path, tmp_path: Path) -> None:
     viz = tmp_path / "viz"
     out = tmp_path / "pred.jsonl"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tabvlm.data.fonts import FontSet, discover_fonts
 from tabvlm.data.noise import NoiseConfig, add_reader_noise
@@ -25,9 +25,10 @@ from tabvlm.data.render import RenderConfig, make_sample
 from tabvlm.data.synth import SynthConfig
 from tabvlm.errors import ConfigError, DataError, TableError
 from tabvlm.image import resize_to_fit
-from tabvlm.model.layout import BOS, TAG_ID, LayoutConfig
+from tabvlm.layout_grid import GRID_FIELDS, grid_targets
+from tabvlm.model.layout import BOS, RULE_BINS, TAG_ID, LayoutConfig
 from tabvlm.read.truth import truth_words
-from tabvlm.read.words import Word, line_groups
+from tabvlm.read.words import Word, is_cjk_char, line_groups, reading_order, split_text
 from tabvlm.tables.grid import Table
 from tabvlm.tokenizer import TableTokenizer
 
@@ -42,6 +43,9 @@ class LayoutInputs:
     lines: torch.Tensor | None = None  # (W,) long: each word's visual line (`grid_hints`)
     bands: torch.Tensor | None = None  # (W,) long: each word's column band
     gaps: torch.Tensor | None = None  # (W, 2) long: quantised space above / below (`vertical_gaps`)
+    rules: torch.Tensor | None = (
+        None  # (W, 4) long: ink of a ruling above / below / left / right (`ruling_marks`)
+    )
 
 
 GAP_BINS = 32  # gaps in eighths of a word's height, 0 .. 4 heights; bin GAP_BINS: nothing there
@@ -63,6 +67,59 @@ def vertical_gaps(words: Sequence[Word]) -> np.ndarray:
         best = np.where(valid, dist, np.inf).min(1)
         found = np.isfinite(best)
         out[found, col] = np.clip(np.round(np.maximum(best[found], 0) / h[found] * 8), 0, GAP_BINS - 1)
+    return out
+
+
+def ruling_marks(gray: np.ndarray, words: Sequence[Word]) -> np.ndarray:
+    """(W, 4): for each word, how much of a ruling lies above, below, left and right of it: the
+    darkest single pixel row (above / below) or column (left / right) in a strip along that edge,
+    as the share of dark pixels over the word's span widened by half a height each way, in
+    RULE_BINS bins. The strip reaches from a third of a height inside the box (PP-OCRv6's boxes
+    are taller than the text and often take in the rule beside it) out to the neighbouring word,
+    at most one height. A rule runs past the word, so it covers the widened span; the word's own
+    strokes cover much less of it. A ruling between two lines says "a new row" where the gap
+    alone cannot (real rows sit as close as a cell's own lines); the pooled image tokens are too
+    coarse to show a one-pixel rule."""
+    out = np.zeros((len(words), 4), np.int64)
+    if not words:
+        return out
+    ink = gray < 140  # (H, W) bool
+    H, Wd = ink.shape
+    b = np.array([w.box for w in words], np.float32)
+    h = np.maximum(1.0, b[:, 3] - b[:, 1])
+    gaps = vertical_gaps(words)  # eighths of a height; GAP_BINS: none
+    left_gap = np.full(len(words), np.inf, np.float32)
+    right_gap = np.full(len(words), np.inf, np.float32)
+    for line in line_groups(words):
+        for a, c in zip(line, line[1:]):
+            g = max(0.0, b[c, 0] - b[a, 2])
+            right_gap[a], left_gap[c] = g, g
+
+    def darkest(r0: float, r1: float, c0: float, c1: float, axis: int) -> float:
+        """The largest share of dark pixels along one row (axis 1) or column (axis 0) of the
+        clipped rectangle rows r0..r1, columns c0..c1."""
+        r0, r1 = max(0, int(r0)), min(H, int(np.ceil(r1)))
+        c0, c1 = max(0, int(c0)), min(Wd, int(np.ceil(c1)))
+        if r1 <= r0 or c1 <= c0:
+            return 0.0
+        return float(ink[r0:r1, c0:c1].mean(axis=axis).max())
+
+    for i in range(len(words)):
+        x0, y0, x1, y1 = (float(v) for v in b[i])
+        hi = float(h[i])
+        inner = hi / 3
+        up = hi if gaps[i, 0] == GAP_BINS else gaps[i, 0] * hi / 8
+        down = hi if gaps[i, 1] == GAP_BINS else gaps[i, 1] * hi / 8
+        lg, rg = min(hi, left_gap[i]), min(hi, right_gap[i])
+        xa, xb = x0 - hi / 2, x1 + hi / 2  # the widened spans
+        ya, yb = y0 - hi / 2, y1 + hi / 2
+        vals = (
+            darkest(y0 - up, y0 + inner, xa, xb, 1),
+            darkest(y1 - inner, y1 + down, xa, xb, 1),
+            darkest(ya, yb, x0 - lg, x0 + inner / 2, 0),
+            darkest(ya, yb, x1 - inner / 2, x1 + rg, 0),
+        )
+        out[i] = [min(RULE_BINS - 1, int(v * (RULE_BINS - 1) / 0.9)) for v in vals]
     return out
 
 
@@ -107,6 +164,9 @@ class LayoutTargets:
     word_targets: list[int]  # per word: input position of its fcel tag, -1 for none
     word_rows: list[int] = field(default_factory=list)  # per word: its cell's anchor row, -1 for none
     word_cols: list[int] = field(default_factory=list)
+    grid: list[list[int]] = field(
+        default_factory=list
+    )  # per word: the grid head's labels (`layout_grid.grid_targets`)
 
 
 @dataclass
@@ -136,6 +196,7 @@ def encode_inputs(
         torch.tensor(lines, dtype=torch.long),
         torch.tensor(bands, dtype=torch.long),
         torch.from_numpy(vertical_gaps(words)),
+        torch.from_numpy(ruling_marks(np.asarray(image.convert("L")), words)),
     )
 
 
@@ -165,15 +226,24 @@ def table_tags(table: Table) -> tuple[list[int], dict[int, int]]:
     return tags, fcel_of
 
 
-def layout_targets(table: Table, word_cells: Sequence[int]) -> LayoutTargets:
+def layout_targets(
+    table: Table, word_cells: Sequence[int], inputs: LayoutInputs | None = None
+) -> LayoutTargets:
     """Tags of `table` and each word's pointer target: its cell's fcel tag is input at position
-    index + 1 (after <bos>); a word of no cell, or of an empty cell, points to none (-1)."""
+    index + 1 (after <bos>); a word of no cell, or of an empty cell, points to none (-1). With the
+    page's `inputs` (their grid hints), also the grid head's labels."""
     tags, fcel_of = table_tags(table)
+    grid = (
+        grid_targets(table, word_cells, inputs.lines.tolist(), inputs.bands.tolist())
+        if inputs is not None and inputs.lines is not None
+        else []
+    )
     return LayoutTargets(
         tags,
         [fcel_of[c] + 1 if c in fcel_of else -1 for c in word_cells],
         [table.cells[c].row if c in fcel_of else -1 for c in word_cells],
         [table.cells[c].col if c in fcel_of else -1 for c in word_cells],
+        grid,
     )
 
 
@@ -209,6 +279,8 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
     lines = torch.zeros(B, W, dtype=torch.long)
     bands = torch.zeros(B, W, dtype=torch.long)
     gaps = torch.full((B, W, 2), GAP_BINS, dtype=torch.long)
+    rules = torch.zeros(B, W, 4, dtype=torch.long)
+    grid_labels = torch.full((B, W, len(GRID_FIELDS)), -100, dtype=torch.long)
     tags = torch.full((B, T), BOS, dtype=torch.long)
     rows = torch.zeros(B, T, dtype=torch.long)
     cols = torch.zeros(B, T, dtype=torch.long)
@@ -228,6 +300,10 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
             bands[b, :n] = s.inputs.bands
         if s.inputs.gaps is not None and n:
             gaps[b, :n] = s.inputs.gaps
+        if s.inputs.rules is not None and n:
+            rules[b, :n] = s.inputs.rules
+        if s.targets.grid and n:
+            grid_labels[b, :n] = torch.tensor(s.targets.grid, dtype=torch.long)
         for k in range(W):
             offsets.append(len(flat))
             if k < n:
@@ -252,6 +328,7 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
         "lines": lines,
         "bands": bands,
         "gaps": gaps,
+        "rules": rules,
         "text_ids": torch.tensor(flat, dtype=torch.long),
         "text_offsets": torch.tensor(offsets, dtype=torch.long),
         "tags": tags,
@@ -262,6 +339,7 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
         "word_targets": word_targets,
         "word_rows": word_rows,
         "word_cols": word_cols,
+        "grid_targets": grid_labels,
     }
 
 
@@ -280,12 +358,25 @@ class LayoutDataConfig:
     files_ratio: float = 0.0  # share of samples drawn from `files`
     reader: str = "ppocr"
     read_cache: str | None = None  # a folder: the reader's words of each record image, kept on disk
+    # Pre-rendered samples (`tabvlm synth --renderer browser --shard-size K`: the browser families,
+    # whose pages look like documents): globs of .tar shards and their share of the samples.
+    shards: list[str] = field(default_factory=list)
+    shard_ratio: float = 0.0
+    # A caption above and / or a note below a PIL table, as on a page crop: words outside the table.
+    page_text_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.files_ratio <= 1.0:
-            raise ConfigError(f"data.files_ratio: expected a share in [0, 1], found {self.files_ratio}")
+        for name in ("files_ratio", "shard_ratio", "page_text_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:  # also false for nan
+                raise ConfigError(f"data.{name}: expected a share in [0, 1], found {getattr(self, name)}")
+        if self.files_ratio + self.shard_ratio > 1.0:
+            raise ConfigError(
+                f"data.files_ratio + data.shard_ratio: expected at most 1, found {self.files_ratio + self.shard_ratio}"
+            )
         if self.files_ratio > 0 and not self.files:
             raise ConfigError("data.files_ratio > 0 but data.files is empty")
+        if self.shard_ratio > 0 and not self.shards:
+            raise ConfigError("data.shard_ratio > 0 but data.shards is empty: name the shard files (globs)")
 
 
 class RecordLayoutSamples:
@@ -331,14 +422,122 @@ class RecordLayoutSamples:
 
     def __getitem__(self, index: int) -> LayoutSample:
         table, image, words, cells = self.raw(index)
-        return LayoutSample(
-            encode_inputs(image, words, self.model_cfg, self.tokenizer), layout_targets(table, cells), words
+        inputs = encode_inputs(image, words, self.model_cfg, self.tokenizer)
+        return LayoutSample(inputs, layout_targets(table, cells, inputs), words)
+
+
+class ShardLayoutSamples:
+    """Layout samples from pre-rendered shards (`tabvlm.data.shards`): the drawing's true words
+    and cells, with reader noise as `SynthLayoutSamples` adds it. Sample i is shard sample
+    i mod n; one that exceeds the model's limits gives way to the next."""
+
+    def __init__(self, cfg: LayoutDataConfig, model_cfg: LayoutConfig, tokenizer: TableTokenizer):
+        from tabvlm.data.shards import ShardReader, expand_shards
+
+        self.cfg, self.model_cfg, self.tokenizer = cfg, model_cfg, tokenizer
+        self.reader = ShardReader(expand_shards(cfg.shards))
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def raw(self, index: int) -> tuple[Table, Image.Image, list[Word], list[int]]:
+        n = len(self.reader)
+        for attempt in range(min(n, 20)):
+            s = self.reader[(index + attempt) % n]
+            words, cells = truth_words(s.rendered, s.table)
+            rng = random.Random(f"shard-noise:{self.cfg.seed}:{index}:{attempt}")
+            if rng.random() < self.cfg.noise_rate:
+                words, cells = add_reader_noise(words, cells, rng, self.cfg.noise)
+            if fits_model(s.table, words, self.model_cfg):
+                return s.table, s.rendered.image, words, cells
+        raise DataError(
+            f"shard sample {index}: 20 samples in a row exceed the model's limits", self.reader.paths[0]
         )
+
+    def __getitem__(self, index: int) -> LayoutSample:
+        table, image, words, cells = self.raw(index)
+        inputs = encode_inputs(image, words, self.model_cfg, self.tokenizer)
+        return LayoutSample(inputs, layout_targets(table, cells, inputs), words)
+
+
+_CAPTION_HEADS = {"en": ("Table", "TABLE", "Tab."), "zh": ("表", "续表")}
+_NOTE_HEADS = {"en": ("Note:", "Source:", "*", "a", "Notes:"), "zh": ("注：", "资料来源：", "*")}
+
+
+def add_page_text(
+    image: Image.Image,
+    words: list[Word],
+    cells: list[int],
+    table: Table,
+    rng: random.Random,
+    fonts: FontSet,
+) -> tuple[Image.Image, list[Word], list[int]]:
+    """The page grown by a caption above and / or a note below the table, as a crop of a page
+    shows them, and their words (cell -1: outside the table), in reading order with the rest.
+    The text is drawn from the table's own words, so it looks like the page's language."""
+    pool = [w for c in table.cells if c.text for w in split_text(c.text)] or ["Table"]
+    zh = any(is_cjk_char(ch) for t in pool for ch in t)
+    faces = fonts.of_kind("cjk") if zh and fonts.has_cjk else [f for f in fonts.faces if f.kind != "cjk"]
+    face = rng.choice(faces or list(fonts.faces))
+    heights = sorted(w.box[3] - w.box[1] for w in words)
+    size = max(8, int((heights[len(heights) // 2] if heights else 16) * rng.uniform(0.7, 1.0)))
+    font = fonts.font(face, size, bold=rng.random() < 0.3)
+    ascent, descent = font.getmetrics()
+    line_h = ascent + descent
+    W, H = image.size
+    lang = "zh" if zh else "en"
+
+    def line(head: str) -> list[str]:
+        n = rng.randint(2, 12)
+        return [head] + [rng.choice(pool) for _ in range(n)]
+
+    above = [line(f"{rng.choice(_CAPTION_HEADS[lang])} {rng.randint(1, 12)}")] if rng.random() < 0.7 else []
+    below = [line(rng.choice(_NOTE_HEADS[lang])) for _ in range(rng.choice((0, 1, 1, 2)))]
+    if not above and not below:
+        below = [line(rng.choice(_NOTE_HEADS[lang]))]
+    gap = int(line_h * rng.uniform(0.3, 1.5))
+    top = (line_h * 1.3 * len(above) + gap) if above else 0
+    bottom = (line_h * 1.3 * len(below) + gap) if below else 0
+    page = Image.new("RGB", (W, int(H + top + bottom)), image.getpixel((0, 0)))
+    page.paste(image, (0, int(top)))
+    draw = ImageDraw.Draw(page)
+    space = font.getlength(" ")
+    shifted = [
+        Word(w.text, (w.box[0], w.box[1] + int(top), w.box[2], w.box[3] + int(top)), w.score) for w in words
+    ]
+    extra: list[Word] = []
+    for k, parts in enumerate(above + below):
+        y = k * line_h * 1.3 if k < len(above) else int(top) + H + gap + (k - len(above)) * line_h * 1.3
+        x = rng.uniform(0, 0.1) * W
+        for part in parts:
+            for piece in split_text(part):
+                width = font.getlength(piece)
+                if x + width > W - 2:
+                    break
+                draw.text((x, y), piece, font=font, fill=(30, 30, 30))
+                extra.append(Word(piece, (x, y, x + width, y + line_h)))
+                x += width + (0 if zh and is_cjk_char(piece[-1]) else space)
+    all_words = shifted + extra
+    all_cells = list(cells) + [-1] * len(extra)
+    order = reading_order(all_words)
+    return page, [all_words[i] for i in order], [all_cells[i] for i in order]
+
+
+def fits_model(table: Table, words: Sequence[Word], m: LayoutConfig) -> bool:
+    """Whether a page's words and grid fit the model's limits (words, tags, rows, columns)."""
+    n_tags = table.n_rows * (table.n_cols + 1) + 1
+    return (
+        len(words) <= m.max_words
+        and n_tags <= m.max_tags
+        and table.n_rows <= m.max_rows
+        and table.n_cols <= m.max_cols
+    )
 
 
 class LayoutSamples:
     """The training stream: sample i is a user record with probability `files_ratio` (records in
-    a fresh shuffle each pass, from `records:{seed}:{pass}`), else synthetic sample i."""
+    a fresh shuffle each pass, from `records:{seed}:{pass}`), a shard sample with probability
+    `shard_ratio`, else synthetic sample i."""
 
     def __init__(self, cfg: LayoutDataConfig, model_cfg: LayoutConfig, tokenizer: TableTokenizer):
         self.cfg = cfg
@@ -348,6 +547,7 @@ class LayoutSamples:
             if cfg.files_ratio > 0
             else None
         )
+        self.shards = ShardLayoutSamples(cfg, model_cfg, tokenizer) if cfg.shard_ratio > 0 else None
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 (one stream per trainer; a pass's shuffle, made once)
     def _order(self, epoch: int) -> list[int]:
@@ -356,13 +556,13 @@ class LayoutSamples:
         return order
 
     def __getitem__(self, index: int) -> LayoutSample:
-        if (
-            self.records is not None
-            and random.Random(f"source:{self.cfg.seed}:{index}").random() < self.cfg.files_ratio
-        ):
+        u = random.Random(f"source:{self.cfg.seed}:{index}").random()
+        if self.records is not None and u < self.cfg.files_ratio:
             n = len(self.records)
             k = int(index * self.cfg.files_ratio)  # the k-th record drawn, roughly: passes advance with i
             return self.records[self._order(k // n)[k % n]]
+        if self.shards is not None and u < self.cfg.files_ratio + self.cfg.shard_ratio:
+            return self.shards[int(index * self.cfg.shard_ratio)]  # the k-th shard sample drawn, roughly
         return self.synth[index]
 
 
@@ -396,20 +596,16 @@ class SynthLayoutSamples:
             rng = random.Random(f"noise:{cfg.seed}:{index}:{attempt}")
             if rng.random() < cfg.noise_rate:
                 words, cells = add_reader_noise(words, cells, rng, cfg.noise)
-            n_tags = table.n_rows * (table.n_cols + 1) + 1
-            if (
-                len(words) <= m.max_words
-                and n_tags <= m.max_tags
-                and table.n_rows <= m.max_rows
-                and table.n_cols <= m.max_cols
-            ):
-                return table, rendered.image, words, cells
+            image = rendered.image
+            if cfg.page_text_rate and rng.random() < cfg.page_text_rate:
+                image, words, cells = add_page_text(image, words, cells, table, rng, self.fonts)
+            if fits_model(table, words, m):
+                return table, image, words, cells
         raise RuntimeError(
             f"sample {index}: 20 draws exceeded the model's limits; lower synth.max_rows / max_cols"
         )
 
     def __getitem__(self, index: int) -> LayoutSample:
         table, image, words, cells = self.raw(index)
-        return LayoutSample(
-            encode_inputs(image, words, self.model_cfg, self.tokenizer), layout_targets(table, cells), words
-        )
+        inputs = encode_inputs(image, words, self.model_cfg, self.tokenizer)
+        return LayoutSample(inputs, layout_targets(table, cells, inputs), words)

@@ -19,7 +19,7 @@ computes no loss and knows nothing of decoding: `tabvlm.train.layout` holds the 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,8 +28,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tabvlm.errors import ConfigError
+from tabvlm.layout_grid import GRID_LOGITS
 from tabvlm.model.lm import KVCache
 
+RULE_BINS = (
+    5  # share of a word's span a ruling beside it covers: 0, 1/4 .. 1 (tabvlm.data.layout.ruling_marks)
+)
 TAGS = ("fcel", "ecel", "lcel", "ucel", "xcel", "nl", "end")
 TAG_ID = {t: i for i, t in enumerate(TAGS)}
 BOS = len(TAGS)  # input-only start tag
@@ -39,7 +43,8 @@ WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "tabvlm-layout"
 # Inputs added after a folder was saved start at zero (no effect), so an older folder loads and
 # computes what it did: these are the only weights a folder may lack.
-NEUTRAL_PARAMS = ("gap_embed.",)
+NEUTRAL_PARAMS = ("gap_embed.", "rule_embed.")
+OUTPUTS = ("tags", "grid")
 
 
 @dataclass
@@ -61,8 +66,14 @@ class LayoutConfig:
     max_rows: int = 128
     max_cols: int = 64
     temperature: float = 0.1  # pointer cosine temperature (TFLOP)
+    rulings: bool = True  # embed the ink of a ruling beside each word (tabvlm.data.layout.ruling_marks)
+    # tags: OTSL tags + a pointer per word (tabvlm.layout_decode); grid: per-word corrections of
+    # the geometric grid, no decoder (tabvlm.layout_grid)
+    output: str = "tags"
 
     def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"model.output: expected one of {OUTPUTS}, found {self.output!r}")
         if self.hidden % self.heads:
             raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
         if self.image_size % (16 * self.image_pool):
@@ -155,22 +166,29 @@ class LayoutModel(nn.Module):
             self.gap_embed = nn.ModuleList(nn.Embedding(33, d) for _ in range(2))
             for emb in self.gap_embed:  # zero: a model trained without them starts unchanged
                 nn.init.zeros_(emb.weight)
-        self.tag_embed = nn.Embedding(N_TAG_INPUTS, d)
-        self.tag_pos = nn.Embedding(cfg.max_tags, d)
-        self.row_embed = nn.Embedding(cfg.max_rows, d)
-        self.col_embed = nn.Embedding(cfg.max_cols + 1, d)
+        if cfg.rulings:  # above, below, left, right; zero: a model trained without them starts unchanged
+            self.rule_embed = nn.ModuleList(nn.Embedding(RULE_BINS, d) for _ in range(4))
+            for emb in self.rule_embed:
+                nn.init.zeros_(emb.weight)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(d)
-        self.tag_head = nn.Linear(d, len(TAGS))
-        self.ptr_word = nn.Linear(d, d)
-        self.ptr_tag = nn.Linear(d, d)
-        self.ptr_none = nn.Parameter(torch.randn(d) * 0.02)
-        # The pointer query knows its fcel's slot; each word's state is taught its cell's anchor
-        # row and column (an auxiliary loss), so the pointer only has to match the two.
-        self.ptr_row = nn.Embedding(cfg.max_rows, d)
-        self.ptr_col = nn.Embedding(cfg.max_cols + 1, d)
-        self.word_row_head = nn.Linear(d, cfg.max_rows)
-        self.word_col_head = nn.Linear(d, cfg.max_cols)
+        if cfg.output == "grid":  # per-word corrections of the geometric grid
+            self.grid_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, GRID_LOGITS))
+        else:
+            self.tag_embed = nn.Embedding(N_TAG_INPUTS, d)
+            self.tag_pos = nn.Embedding(cfg.max_tags, d)
+            self.row_embed = nn.Embedding(cfg.max_rows, d)
+            self.col_embed = nn.Embedding(cfg.max_cols + 1, d)
+            self.tag_head = nn.Linear(d, len(TAGS))
+            self.ptr_word = nn.Linear(d, d)
+            self.ptr_tag = nn.Linear(d, d)
+            self.ptr_none = nn.Parameter(torch.randn(d) * 0.02)
+            # The pointer query knows its fcel's slot; each word's state is taught its cell's anchor
+            # row and column (an auxiliary loss), so the pointer only has to match the two.
+            self.ptr_row = nn.Embedding(cfg.max_rows, d)
+            self.ptr_col = nn.Embedding(cfg.max_cols + 1, d)
+            self.word_row_head = nn.Linear(d, cfg.max_rows)
+            self.word_col_head = nn.Linear(d, cfg.max_cols)
         nn.init.normal_(self.image_pos, std=0.02)
 
     # -- the prefix: image tokens and word tokens -------------------------------------------
@@ -183,6 +201,7 @@ class LayoutModel(nn.Module):
         lines: torch.Tensor | None = None,
         bands: torch.Tensor | None = None,
         gaps: torch.Tensor | None = None,
+        rules: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """pixels (B,1,S,S) in [0,1] (1 = white); boxes (B,W,4) in [0,1] of the square; the words'
         token ids flattened (N,) with `text_offsets` (B*W,) the start of each word's ids (an
@@ -212,6 +231,8 @@ class LayoutModel(nn.Module):
             words = words + self.band_embed(bands.clamp(max=cfg.max_cols - 1))
         if cfg.line_gaps and gaps is not None:
             words = words + self.gap_embed[0](gaps[..., 0]) + self.gap_embed[1](gaps[..., 1])
+        if cfg.rulings and rules is not None:
+            words = words + sum(emb(rules[..., k]) for k, emb in enumerate(self.rule_embed))
         if self.order_embed is not None:
             words = words + self.order_embed(
                 torch.arange(W, device=boxes.device).clamp(max=cfg.max_words - 1)
@@ -296,10 +317,11 @@ class LayoutModel(nn.Module):
         lines: torch.Tensor,
         bands: torch.Tensor,
         gaps: torch.Tensor | None = None,
+        rules: torch.Tensor | None = None,
     ) -> LayoutOutput:
         """Teacher-forced pass. word_mask (B,W), tag_mask (B,T): True for real words / tags;
         lines, bands (B,W): the words' grid hints."""
-        prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands, gaps)
+        prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands, gaps, rules)
         B, P, _ = prefix.shape
         counts = self.hint_counts(lines, bands, word_mask)
         x = torch.cat([prefix, self.embed_tags(tags, rows, cols, counts)], 1)
@@ -319,6 +341,29 @@ class LayoutModel(nn.Module):
             self.tag_head(h_tags), ptr, self.word_row_head(h_words), self.word_col_head(h_words)
         )
 
+    def grid_logits(
+        self,
+        pixels: torch.Tensor,
+        boxes: torch.Tensor,
+        word_mask: torch.Tensor,
+        text_ids: torch.Tensor,
+        text_offsets: torch.Tensor,
+        lines: torch.Tensor,
+        bands: torch.Tensor,
+        gaps: torch.Tensor | None = None,
+        rules: torch.Tensor | None = None,
+        **_: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, W, GRID_LOGITS): the grid head over the prefix, which attends both ways (an
+        `output: grid` model; the extra keywords of a collated batch are ignored)."""
+        prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands, gaps, rules)
+        B, P, _ = prefix.shape
+        keys = torch.cat(
+            [torch.ones(B, self.config.image_tokens, dtype=torch.bool, device=boxes.device), word_mask], 1
+        )
+        h = self.run(prefix, keys[:, None, None, :].expand(B, 1, P, P))
+        return self.grid_head(h[:, P - boxes.shape[1] :])
+
     # -- weights on disk ----------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -329,12 +374,19 @@ class LayoutModel(nn.Module):
         (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> LayoutModel:
+    def from_pretrained(cls, folder: str | Path, output: str | None = None) -> LayoutModel:
+        """The model of `folder`. `output` other than the folder's: its prefix (tower, word
+        embeddings, blocks) under a new head, to train (a tags model's prefix starts a grid model)."""
         folder = Path(folder)
         cfg = load_layout_config(folder)
+        convert = output is not None and output != cfg.output
+        if convert:
+            cfg = replace(cfg, output=output)
         model = cls(cfg)
         missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=False)
-        absent = [k for k in missing if not k.startswith(NEUTRAL_PARAMS)]
+        new = NEUTRAL_PARAMS + (("grid_head.",) if convert else ())
+        absent = [k for k in missing if not k.startswith(new)]
+        unexpected = [] if convert else unexpected  # the other output's head stays behind
         if absent or unexpected:
             raise ConfigError(
                 f"{folder}: its weights do not fit this model (missing {absent[:5]}, unknown {unexpected[:5]})"

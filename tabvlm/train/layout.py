@@ -1,7 +1,8 @@
-"""Training the layout model (`stage: layout`): tag cross-entropy + pointer cross-entropy on
-synthetic tables whose words come from the renderer, with reader noise.
+"""Training the layout model (`stage: layout`) on synthetic tables whose words come from the
+renderer, with reader noise: the grid head's decisions (`output: grid`, `grid_head_loss`), or tag
+cross-entropy + pointer cross-entropy (`output: tags`, `layout_loss`).
 
-Run as: tabvlm train configs/layout.yaml [key=value ...] [--resume]
+Run as: tabvlm train configs/layout-grid.yaml [key=value ...] [--resume]   (configs/layout.yaml: the tags model)
 
 The loop: a DataLoader worker draws samples i = consumed, consumed+1, ... (`LayoutSamples`:
 synthetic tables, and user records by `data.files_ratio`; deterministic per index, so a resumed
@@ -34,6 +35,7 @@ from tabvlm.data.layout import LayoutDataConfig, LayoutSamples, SynthLayoutSampl
 from tabvlm.errors import ConfigError
 from tabvlm.evaluate import teds
 from tabvlm.layout_decode import decode_layout
+from tabvlm.layout_grid import GRID_FIELDS, IGNORE, N_BINARY, SPAN_CLASSES
 from tabvlm.model.layout import LayoutConfig, LayoutModel, load_layout_config
 from tabvlm.model.vlm import TOKENIZER_NAME
 from tabvlm.tables.html import to_html
@@ -44,7 +46,7 @@ from tabvlm.train.trainer import lr_factor
 logger = logging.getLogger(__name__)
 TRAINER_STATE = "trainer.pt"
 EVAL_SEED_OFFSET = 1_000_003
-TARGET_KEYS = ("tag_targets", "word_targets", "word_rows", "word_cols")
+TARGET_KEYS = ("tag_targets", "word_targets", "word_rows", "word_cols", "grid_targets")
 
 
 @dataclass
@@ -101,7 +103,10 @@ def layout_loss(
     model: LayoutModel, batch: dict[str, torch.Tensor], pointer_weight: float = 1.0, grid_weight: float = 0.5
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean tag cross-entropy + pointer_weight x mean pointer cross-entropy (over real words).
-    A word's pointer logits are masked to the fcel positions of its own table and the none slot."""
+    A word's pointer logits are masked to the fcel positions of its own table and the none slot.
+    A grid model's loss is `grid_head_loss`."""
+    if model.config.output == "grid":
+        return grid_head_loss(model, batch)
     inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
     out = model(**inputs)
     tag_loss = F.cross_entropy(
@@ -140,11 +145,39 @@ def layout_loss(
     }
 
 
-def _init_from(folder: str) -> LayoutModel:
+def grid_head_loss(
+    model: LayoutModel, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The grid head's loss: binary cross-entropy of row_start, col_start and outside, plus the
+    cross-entropy of the four span reaches, each averaged over the words it applies to."""
+    logits = model.grid_logits(**batch).float()  # (B,W,GRID_LOGITS)
+    y = batch["grid_targets"]  # (B,W,7)
+    total = logits.sum() * 0
+    stats: dict[str, float] = {}
+    for k, name in enumerate(GRID_FIELDS):
+        valid = y[..., k] != IGNORE
+        if not valid.any():
+            stats[f"{name}_acc"] = float("nan")
+            continue
+        if k < N_BINARY:
+            z, t = logits[..., k][valid], y[..., k][valid].float()
+            loss = F.binary_cross_entropy_with_logits(z, t)
+            acc = ((z > 0).float() == t).float().mean().item()
+        else:
+            s = N_BINARY + (k - N_BINARY) * SPAN_CLASSES
+            z, t = logits[..., s : s + SPAN_CLASSES][valid], y[..., k][valid]
+            loss = F.cross_entropy(z, t)
+            acc = (z.argmax(-1) == t).float().mean().item()
+        total = total + loss
+        stats[f"{name}_acc"] = acc
+    return total, stats
+
+
+def _init_from(folder: str, output: str) -> LayoutModel:
     """A layout model folder's weights, for more training (`LayoutModel.from_pretrained`: inputs
-    newer than the folder start neutral, `NEUTRAL_PARAMS`; other mismatches are a ConfigError)."""
-    model = LayoutModel.from_pretrained(folder)  # an older folder: its new inputs start at zero
-    return model.train()
+    newer than the folder start neutral, `NEUTRAL_PARAMS`; a folder of another `output` gives its
+    prefix to a new head; other mismatches are a ConfigError)."""
+    return LayoutModel.from_pretrained(folder, output=output).train()
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -166,7 +199,7 @@ class LayoutTrainer:
         # metrics say what the whole lineage took
         self.before = {"steps": 0, "samples": 0, "core_hours": 0.0}
         if cfg.init_from:
-            self.model = _init_from(cfg.init_from)
+            self.model = _init_from(cfg.init_from, cfg.model.output)
             cfg.model = self.model.config
             done = Path(cfg.init_from) / "metrics.json"
             if done.is_file():
@@ -297,13 +330,12 @@ class LayoutTrainer:
             self.consumed += cfg.batch_size
             window.append({"loss": loss.item(), **stats})
             if self.step % cfg.log_every == 0:
-                avg = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+                avg = {k: _nanmean([w[k] for w in window]) for k in window[0]}
                 rate = len(window) * cfg.batch_size / (time.time() - t_log)
                 logger.info(
-                    "step %d  loss %.4f  tag %.4f (acc %.3f)  ptr %.4f (acc %.3f)  grid %.4f  %.1f samples/s  %.2f core-h",
-                    self.step, avg["loss"], avg["tag_loss"], avg["tag_acc"], avg["ptr_loss"], avg["ptr_acc"],
-                    avg["grid_loss"], rate,
-                    self.seconds * torch.get_num_threads() / 3600,
+                    "step %d  loss %.4f  %s  %.1f samples/s  %.2f core-h",
+                    self.step, avg["loss"], "  ".join(f"{k} {v:.3f}" for k, v in avg.items() if k != "loss"),
+                    rate, self.seconds * torch.get_num_threads() / 3600,
                 )  # fmt: skip
                 self.history.append({"step": self.step, **avg})
                 window, t_log = [], time.time()
@@ -320,6 +352,11 @@ class LayoutTrainer:
                 self.save(self.out / "checkpoint")
         self.save(self.out / "final")
         return {"step": self.step, **metrics}
+
+
+def _nanmean(values: list[float]) -> float:
+    real = [v for v in values if not math.isnan(v)]
+    return sum(real) / len(real) if real else float("nan")
 
 
 def load_layout_train_config(raw: dict[str, Any]) -> LayoutTrainConfig:

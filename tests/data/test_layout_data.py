@@ -11,6 +11,7 @@ from tabvlm.data.layout import LayoutDataConfig, SynthLayoutSamples, layout_targ
 from tabvlm.data.noise import NoiseConfig, add_reader_noise
 from tabvlm.data.render import RenderConfig, make_sample
 from tabvlm.data.synth import SynthConfig
+from tabvlm.errors import ConfigError
 from tabvlm.model.layout import TAGS, LayoutConfig
 from tabvlm.read.truth import truth_words
 from tabvlm.read.words import Word, join_words
@@ -52,7 +53,14 @@ def test_noise_off_is_the_truth_and_each_kind_does_what_it_says():
     table, rendered = make_sample(2, 1, SynthConfig(rows=(5, 8), cols=(3, 5), zh_rate=0.0), CLEAN, FONTS)
     words, cells = truth_words(rendered, table)
     off = NoiseConfig(
-        box_jitter=0, shrink=0, merge_rate=0, cross_merge_rate=0, split_rate=0, drop_rate=0, char_error_rate=0
+        box_jitter=0,
+        grow_top=(0, 0),
+        grow_bottom=(0, 0),
+        merge_rate=0,
+        cross_merge_rate=0,
+        split_rate=0,
+        drop_rate=0,
+        char_error_rate=0,
     )
     w2, c2 = add_reader_noise(words, cells, random.Random(0), off)
     assert [w.text for w in w2] == [w.text for w in words] and c2 == cells
@@ -110,3 +118,65 @@ def test_targets_of_an_empty_cell_word_point_nowhere():
     table = Table(1, 2, [Cell("a", 0, 0), Cell("", 0, 1)])
     t = layout_targets(table, [0, 1])
     assert t.word_targets == [1, -1] and t.word_rows == [0, -1]
+
+
+def test_page_text_is_outside_the_table_and_keeps_the_table_words():
+    from tabvlm.data.layout import add_page_text
+
+    table, rendered = make_sample(5, 0, SynthConfig(rows=(3, 5), cols=(2, 4)), CLEAN, FONTS)
+    words, cells = truth_words(rendered, table)
+    page, words2, cells2 = add_page_text(rendered.image, words, cells, table, random.Random(1), FONTS)
+    outside = [w for w, c in zip(words2, cells2) if c < 0]
+    assert outside and page.size[1] > rendered.image.size[1] and page.size[0] == rendered.image.size[0]
+    # the table's words are all still there, each with its cell, moved down by the same amount
+    kept = sorted((w.text, c) for w, c in zip(words2, cells2) if c >= 0)
+    assert kept == sorted((w.text, c) for w, c in zip(words, cells))
+    dy = {round(b.box[1] - a.box[1]) for a, b in zip(sorted(words, key=lambda w: (w.text, w.box)),
+                                                   sorted([w for w, c in zip(words2, cells2) if c >= 0], key=lambda w: (w.text, w.box)))}  # fmt: skip
+    assert len(dy) == 1
+    # every outside word lies above or below the table's drawing
+    top = min(w.box[1] for w, c in zip(words2, cells2) if c >= 0)
+    bottom = max(w.box[3] for w, c in zip(words2, cells2) if c >= 0)
+    assert all(w.box[3] <= top + 1 or w.box[1] >= bottom - 1 for w in outside)
+    assert all(" " not in w.text for w in outside)
+
+
+def test_shard_samples_carry_their_words_and_targets(tmp_path):
+    from tabvlm.data.layout import LayoutSamples
+    from tabvlm.data.shards import write_shard
+
+    drawn = [make_sample(9, i, SynthConfig(rows=(2, 4), cols=(2, 3)), CLEAN, FONTS) for i in range(3)]
+    write_shard(tmp_path / "shard-000000.tar", [(t, r, 9, i) for i, (t, r) in enumerate(drawn)])
+    cfg = LayoutDataConfig(shards=[str(tmp_path / "*.tar")], shard_ratio=1.0, noise_rate=0.0)
+    samples = LayoutSamples(cfg, LayoutConfig(output="grid"), load_tokenizer())
+    for i in range(3):
+        s = samples[i]  # shard_ratio 1: every sample comes from the shard, i-th drawn -> i-th sample
+        words, _ = truth_words(drawn[i][1], drawn[i][0])
+        assert [w.text for w in s.words] == [w.text for w in words]
+        assert len(s.targets.grid) == len(words) and all(g[2] == 0 for g in s.targets.grid)
+
+
+def test_layout_data_shares_are_checked():
+    with pytest.raises(ConfigError, match="shard_ratio"):
+        LayoutDataConfig(shard_ratio=0.5)
+    with pytest.raises(ConfigError, match="at most 1"):
+        LayoutDataConfig(files=["a.jsonl"], files_ratio=0.6, shards=["s/*.tar"], shard_ratio=0.6)
+    with pytest.raises(ConfigError, match="page_text_rate"):
+        LayoutDataConfig(page_text_rate=1.5)
+
+
+def test_noise_grows_boxes_as_the_reader_does():
+    """PP-OCRv6's boxes are taller than the true line (a median 1.125x on our renders,
+    docs/BENCHMARKS.md); the simulated noise must not make them shorter."""
+    table, rendered = make_sample(4, 2, SynthConfig(rows=(6, 9), cols=(3, 5), zh_rate=0.0), CLEAN, FONTS)
+    words, cells = truth_words(rendered, table)
+    cfg = NoiseConfig(merge_rate=0, cross_merge_rate=0, split_rate=0, drop_rate=0, char_error_rate=0)
+    ratios = []
+    for seed in range(20):
+        noisy, _ = add_reader_noise(words, cells, random.Random(seed), cfg)
+        truth = {w.text: w.box for w in words}
+        ratios += [
+            (w.box[3] - w.box[1]) / (truth[w.text][3] - truth[w.text][1]) for w in noisy if w.text in truth
+        ]
+    ratios.sort()
+    assert 1.08 <= ratios[len(ratios) // 2] <= 1.35

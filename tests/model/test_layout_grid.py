@@ -1,0 +1,170 @@
+"""The grid head: labels from a known grid, the grid they assemble back into, the ruling marks, a
+tiny grid model that learns two tables, and a tags model's prefix under a new grid head."""
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from tabvlm.data.layout import LayoutSample, collate_layout, encode_inputs, layout_targets, ruling_marks
+from tabvlm.layout_decode import decode_layout
+from tabvlm.layout_grid import GRID_FIELDS, GRID_LOGITS, IGNORE, N_BINARY, SPAN_CLASSES, assemble_grid
+from tabvlm.model.layout import LayoutModel
+from tabvlm.read.words import Word
+from tabvlm.tables.grid import Cell, Table
+from tabvlm.tables.html import to_html
+from tabvlm.train.layout import layout_loss
+
+from .test_layout import TOK, tiny_config
+
+# A header spanning two columns, a two-line cell, a row header spanning two rows.
+TABLE = Table(4, 3, [
+    Cell("Group", 0, 0), Cell("Result", 0, 1, colspan=2),
+    Cell("north", 1, 0, rowspan=2), Cell("12", 1, 1), Cell("13", 1, 2),
+    Cell("4 5", 2, 1), Cell("6", 2, 2),
+    Cell("south east", 3, 0), Cell("7", 3, 1), Cell("", 3, 2),
+])  # fmt: skip
+
+
+def grid_page(table: Table = TABLE):
+    """Words where a renderer would put them: a cell's words on one line, left aligned, except
+    "south east" (two lines: a multi-line cell); a cell spanning rows centred on its rows;
+    horizontal rulings under every row. (A header centred over two columns would bridge their
+    gap, and a table of a few lines cannot tell that from one column: `grid_hints`.)"""
+    cw, rh = 80, 40
+    words, cells = [], []
+    for i, c in enumerate(table.cells):
+        parts = c.text.split()
+        if not parts:
+            continue
+        if c.text == "south east":  # two lines inside one row
+            lines = [[parts[0]], [parts[1]]]
+        else:
+            lines = [parts]
+        y_mid = (c.row + c.rowspan / 2) * rh
+        for k, line in enumerate(lines):
+            y0 = y_mid - 6 * len(lines) + 12 * k
+            x = c.col * cw + 4
+            for w in line:
+                words.append(Word(w, (x, y0, x + 8 * len(w), y0 + 10)))
+                cells.append(i)
+                x += 8 * len(w) + 6
+    img = Image.new("RGB", (table.n_cols * cw, table.n_rows * rh), "white")
+    draw = ImageDraw.Draw(img)
+    for r in range(1, table.n_rows):
+        draw.line([(0, r * rh), (table.n_cols * cw, r * rh)], fill="black", width=1)
+    order = sorted(range(len(words)), key=lambda j: (words[j].box[1], words[j].box[0]))
+    return img, [words[j] for j in order], [cells[j] for j in order]
+
+
+def oracle_logits(labels: list[list[int]]) -> np.ndarray:
+    """Logits that say exactly what the labels say."""
+    out = np.zeros((len(labels), GRID_LOGITS))
+    for i, lab in enumerate(labels):
+        for k in range(N_BINARY):
+            out[i, k] = 5.0 if lab[k] == 1 or (k == 2 and lab[k] == IGNORE) else -5.0
+        for s in range(4):
+            out[i, N_BINARY + s * SPAN_CLASSES + max(0, lab[N_BINARY + s])] = 5.0
+    return out
+
+
+def test_labels_assemble_back_into_the_table():
+    img, words, cells = grid_page()
+    x = encode_inputs(img, words, tiny_config(output="grid"), TOK)
+    labels = layout_targets(TABLE, cells, x).grid
+    assert len(labels) == len(words) and all(len(lab) == len(GRID_FIELDS) for lab in labels)
+    by_text = dict(zip((w.text for w in words), labels))
+    assert by_text["south"][0] == 1  # row 3 starts with the first line of its two-line cell
+    assert by_text["7"][0] == by_text["east"][0] == 0  # lines a little lower continue row 3
+    assert by_text["north"][3:5] == [0, 1]  # reaches one row down (its word sits on the first)
+    assert by_text["Result"][5:7] == [0, 1]  # reaches one column right
+    table, word_cells = assemble_grid(words, x.lines.tolist(), x.bands.tolist(), oracle_logits(labels))
+    assert to_html(table) == to_html(TABLE)
+    assert [table.cells[k].text for k in word_cells] == [
+        TABLE.cells[c].text if TABLE.cells[c].text != "south east" else "south east" for c in cells
+    ]
+
+
+def test_words_outside_the_table_are_left_out():
+    img, words, cells = grid_page()
+    caption = Word("Table", (0, 200, 40, 210))
+    words, cells = [*words, caption], [*cells, -1]
+    x = encode_inputs(img, words, tiny_config(output="grid"), TOK)
+    labels = layout_targets(TABLE, cells, x).grid
+    assert labels[-1] == [IGNORE, IGNORE, 1, IGNORE, IGNORE, IGNORE, IGNORE]
+    table, word_cells = assemble_grid(words, x.lines.tolist(), x.bands.tolist(), oracle_logits(labels))
+    assert word_cells[-1] == -1 and "Table" not in to_html(table)
+    assert to_html(table) == to_html(TABLE)
+
+
+def test_conflicting_spans_are_cut_back_to_a_valid_grid():
+    words = [Word("a", (0, 0, 10, 10)), Word("b", (50, 0, 60, 10)), Word("c", (0, 30, 10, 40))]
+    logits = np.zeros((3, GRID_LOGITS))
+    logits[:, :2] = 5.0  # every line a row, every band a column
+    logits[:, 2] = -5.0
+    logits[0, N_BINARY + 3 * SPAN_CLASSES + 3] = 9.0  # "a" claims three columns to its right
+    logits[0, N_BINARY + 1 * SPAN_CLASSES + 3] = 9.0  # ... and three rows down
+    table, _ = assemble_grid(words, [0, 0, 1], [0, 1, 0], logits)
+    table.validate()
+    assert (table.n_rows, table.n_cols) == (2, 2)
+    assert [(c.text, c.rowspan, c.colspan) for c in table.cells] == [
+        ("a", 1, 1),
+        ("b", 1, 1),
+        ("c", 1, 1),
+        ("", 1, 1),
+    ]
+
+
+def test_no_words_is_an_empty_table():
+    table, cells = assemble_grid([], [], [], np.zeros((0, GRID_LOGITS)))
+    assert (table.n_rows, table.n_cols, cells) == (1, 1, [])
+
+
+def test_ruling_marks_see_a_rule_between_two_lines():
+    img = Image.new("L", (100, 60), 255)
+    ImageDraw.Draw(img).line([(0, 30), (100, 30)], fill=0, width=1)
+    words = [Word("a", (10, 10, 40, 22)), Word("b", (10, 38, 40, 50)), Word("c", (60, 38, 90, 50))]
+    marks = ruling_marks(np.asarray(img), words)
+    assert marks[0, 1] == 4 and marks[1, 0] == 4  # below "a", above "b": the rule
+    assert marks[0, 0] == 0 and marks[1, 1] == 0  # nothing above "a" or below "b"
+    assert marks[1, 3] == 0 and marks[2, 2] == 0  # no vertical rule between "b" and "c"
+    blank = ruling_marks(np.full((60, 100), 255, np.uint8), words)
+    assert not blank.any()
+
+
+def test_a_tiny_grid_model_learns_two_tables():
+    torch.manual_seed(0)
+    cfg = tiny_config(output="grid")
+    model = LayoutModel(cfg)
+    plain = Table(2, 2, [Cell("a", 0, 0), Cell("b c", 0, 1), Cell("d", 1, 0), Cell("e", 1, 1)])
+    data = []
+    for t in (TABLE, plain):
+        img, words, cells = grid_page(t)
+        x = encode_inputs(img, words, cfg, TOK)
+        data.append(LayoutSample(x, layout_targets(t, cells, x), words))
+    batch = collate_layout(data)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss, stats = layout_loss(model, batch)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 10
+    model.eval()
+    res = decode_layout(model, [d.inputs for d in data], [d.words for d in data])
+    assert [to_html(r.table) for r in res] == [to_html(TABLE), to_html(plain)]
+    assert res[0].finish_reason == "stop" and res[0].tags[-1] == "nl"
+
+
+def test_a_tags_model_gives_its_prefix_to_a_grid_model(tmp_path):
+    torch.manual_seed(0)
+    tags = LayoutModel(tiny_config())
+    tags.save_pretrained(tmp_path / "tags")
+    grid = LayoutModel.from_pretrained(tmp_path / "tags", output="grid")
+    assert grid.config.output == "grid" and not hasattr(grid, "tag_head")
+    assert torch.equal(grid.blocks[0].qkv.weight, tags.blocks[0].qkv.weight)
+    grid.save_pretrained(tmp_path / "grid")
+    again = LayoutModel.from_pretrained(tmp_path / "grid")
+    assert again.config.output == "grid"
+    assert torch.equal(again.grid_head[0].weight, grid.grid_head[0].weight)
