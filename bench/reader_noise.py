@@ -1,5 +1,6 @@
 """What PP-OCRv6 does to the true words of our renders: the figures `tabvlm.data.noise` is
-calibrated against (merges, splits, drops, misreads, box offsets), and the same figures for the
+calibrated against (merges, splits, drops, misreads, box offsets, how much taller the boxes are
+than the line), and the same figures for the
 simulated noise, side by side.
 
 Run as: TABVLM_READ_CACHE=data/read-cache .venv/bin/python bench/reader_noise.py [--n 200] [--seed 1234]
@@ -40,7 +41,7 @@ def compare(truth: list[Word], cells: list[int], read: list[Word]) -> dict[str, 
     centre = [((w.box[0] + w.box[2]) / 2, (w.box[1] + w.box[3]) / 2) for w in truth]
     covered_by: list[list[int]] = [[] for _ in truth]
     out = {"true": len(truth), "read": len(read), "match": 0, "misread": 0, "merge": 0, "cross_merge": 0}
-    dx, dy = [], []
+    dx, dy, top, bottom, tall = [], [], [], [], []
     for k, r in enumerate(read):
         hits = [i for i, c in enumerate(centre) if _inside(c, r.box)]
         for i in hits:
@@ -52,12 +53,15 @@ def compare(truth: list[Word], cells: list[int], read: list[Word]) -> dict[str, 
             h = max(1.0, t.box[3] - t.box[1])
             dx += [(r.box[0] - t.box[0]) / h, (r.box[2] - t.box[2]) / h]
             dy += [(r.box[1] - t.box[1]) / h, (r.box[3] - t.box[3]) / h]
+            top.append((t.box[1] - r.box[1]) / h)  # > 0: the reader's box reaches higher
+            bottom.append((r.box[3] - t.box[3]) / h)
+            tall.append((r.box[3] - r.box[1]) / h)
         elif len(hits) > 1:
             out["merge"] += 1
             out["cross_merge"] += len({cells[i] for i in hits}) > 1
     out["split"] = sum(len(c) > 1 for c in covered_by)
     out["drop"] = sum(not c for c in covered_by)
-    out["dx"], out["dy"] = dx, dy
+    out["dx"], out["dy"], out["top"], out["bottom"], out["tall"] = dx, dy, top, bottom, tall
     return out
 
 
@@ -89,9 +93,15 @@ def main() -> int:
                 "misread": t["misread"] / max(1, t["match"]),
                 "median_abs_dx": statistics.median(abs(v) for v in t["dx"]),
                 "median_abs_dy": statistics.median(abs(v) for v in t["dy"]),
+                "median_grow_top": statistics.median(t["top"]),
+                "median_grow_bottom": statistics.median(t["bottom"]),
+                "median_height_ratio": statistics.median(t["tall"]),
             }
         )
-    keys = ["drop", "split", "merge", "cross_cell_merge", "misread", "median_abs_dx", "median_abs_dy"]
+    keys = [
+        "drop", "split", "merge", "cross_cell_merge", "misread", "median_abs_dx", "median_abs_dy",
+        "median_grow_top", "median_grow_bottom", "median_height_ratio",
+    ]  # fmt: skip
     print("| words | true | read | " + " | ".join(keys) + " |")
     print("|---|---:|---:|" + "---:|" * len(keys))
     for r in rows:

@@ -66,6 +66,10 @@ class RenderConfig:
     blur_rate: float = 0.15
     noise_rate: float = 0.15
     jpeg_rate: float = 0.25
+    # Multi-line text cells set justified (as in typeset reports): wide, uneven word gaps inside a
+    # cell, which a column-band guess splits into columns. 0 draws no extra random number, so
+    # the default stream (the standard synthetic test) is unchanged.
+    justify_rate: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.styles if s not in STYLES]
@@ -391,6 +395,8 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
     word_align = rng.choices(["left", "center"], [7, 3])[0]
     head_align = rng.choices(["center", "left"], [6, 4])[0]
     v_align = rng.choices(["middle", "top"], [7, 3])[0]
+    if cfg.justify_rate and rng.random() < cfg.justify_rate:
+        word_align = "justify"
     # Text goes into coverage layers (one per ink colour), pasted over fills and rules at the end.
     layers: dict[tuple, np.ndarray] = {}
     text_boxes: list[Box | None] = []
@@ -411,7 +417,10 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
         ty = y0 + lay.pad_y if v_align == "top" else y0 + (y1 - y0 - block_h) // 2
         tx0, tx1 = x1, x0
         for k, (line, lw_) in enumerate(zip(lines, lay.widths[i])):
-            if align == "left":
+            spread = None  # justify: the gap to add after each space of a line that is not the last
+            if align == "justify" and k < len(lines) - 1 and line.count(" "):
+                spread = (x1 - x0 - 2 * lay.pad_x - lw_) / line.count(" ")
+            if align in ("left", "justify"):
                 x = x0 + lay.pad_x
             elif align == "right":
                 x = x1 - lay.pad_x - math.ceil(lw_)
@@ -421,7 +430,15 @@ def render(table: Table, rng: random.Random, cfg: RenderConfig, fonts: FontSet) 
             if color not in layers:
                 layers[color] = np.zeros((height, width), np.uint8)
             g_top, g_bottom = baseline - lay.ascent, baseline + lay.descent
-            for ch, gx0, gx1 in _draw_line(layers[color], f, line, x, baseline):
+            if spread is not None and spread > 0:
+                drawn, pen = [], float(x)
+                for word in line.split(" "):
+                    drawn += _draw_line(layers[color], f, word, round(pen), baseline)
+                    pen += f.width(word) + f.width(" ") + spread
+                lw_ = x1 - x0 - 2 * lay.pad_x
+            else:
+                drawn = _draw_line(layers[color], f, line, x, baseline)
+            for ch, gx0, gx1 in drawn:
                 glyph_boxes.append((ch, (math.floor(gx0), g_top, math.ceil(gx1), g_bottom)))
             tx0, tx1 = min(tx0, x), max(tx1, x + math.ceil(lw_))
         text_boxes.append((tx0, ty, tx1, ty + block_h))
