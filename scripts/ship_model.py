@@ -103,25 +103,44 @@ def by_source(model: Path, out: Path) -> dict[str, dict[str, float]]:
     }
 
 
+HEADS = {
+    "tags": (
+        "its line and column-band hints; a prefix-LM transformer) writes the table's OTSL tags and",
+        "points every word into its cell.",
+        "Greedy decoding under the OTSL grammar, float32.",
+    ),
+    "grid": (
+        "its line and column-band hints, the space and rulings around it; a transformer over the",
+        "image and the words) corrects the geometric grid word by word: which lines are one row,",
+        "which bands one column, how far each cell spans, which words lie outside the table",
+        "(`tabvlm/layout_grid.py`).",
+        "One pass, no decoding loop, float32.",
+    ),
+}
+
+
 def card(
     lineage: list[dict[str, Any]],
     scores: dict[str, dict[str, Any]],
     sources: dict[str, Any],
     notes: str,
     out: str,
+    output: str = "tags",
+    recipe: str = "configs/layout-grid.yaml",
 ) -> str:
     """The model card (Markdown)."""
     total_h = sum(s["core_hours"] for s in lineage)
     total_samples = sum(s["samples"] for s in lineage)
+    *what, how = HEADS[output]
     lines = [
         f"# {out}: the default table recogniser",
         "",
         "Read, then lay out. PP-OCRv6 small (the `rapidocr` 3.10 wheel, on onnxruntime) reads the words;",
         "this small layout model (a conv tower, one token per word: box + image under it + text +",
-        "its line and column-band hints; a prefix-LM transformer) writes the table's OTSL tags and",
-        "points every word into its cell. Trained on synthetic tables only, on 2 CPU cores.",
+        *what,
+        "Trained on synthetic tables only, on 2 CPU cores.",
         "Loaded by `TableRecognizer.from_pretrained()`, `tabvlm predict` and `tabvlm serve` when no",
-        f"`--model` is given. Continue training with `tabvlm train configs/layout.yaml init_from=models/{out}`.",
+        f"`--model` is given. Continue training with `tabvlm train {recipe} init_from=models/{out}`.",
         "",
         f"**Training so far:** {len(lineage)} session(s), {sum(s['steps'] for s in lineage):,} steps, "
         f"{total_samples:,} samples seen, **{total_h:.2f} core-hours** (CPU).",
@@ -140,7 +159,7 @@ def card(
         "",
         "ED: normalised edit distance of canonical HTML (lower is better); TEDS and TEDS-struct:",
         "tree-edit similarity (higher is better); OmniDocBench canonical form, as",
-        "`../shared/tools/tabmetrics.py`. Greedy decoding under the OTSL grammar, float32.",
+        f"`../shared/tools/tabmetrics.py`. {how}",
         "",
         "| set | words from | category | n | ED | TEDS | TEDS-struct |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -197,7 +216,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "tabvlm-layout")
     ap.add_argument("--synth-test", type=Path, default=ROOT / "data" / "synth-test" / "gt.jsonl")
     ap.add_argument("--synth-n", type=int, default=1000, help="score the synthetic test's first N tables")
-    ap.add_argument("--recipe", default="configs/layout.yaml", help="the recipe the run used")
+    ap.add_argument("--recipe", default="configs/layout-grid.yaml", help="the recipe the run used")
     ap.add_argument("--notes", default="", help="Markdown for the card's notes section")
     ap.add_argument("--force", action="store_true", help="ship even when it does not beat the shipped model")
     ap.add_argument("--predictions", type=Path, help="folder of <set>.pred.jsonl these weights already made")
@@ -267,7 +286,16 @@ def main() -> int:
     }
     (tmp / "lineage.json").write_text(json.dumps(lineage, indent=1, ensure_ascii=False) + "\n")
     (tmp / "README.md").write_text(
-        card(lineage["sessions"], scores, sources, args.notes, args.out.name), encoding="utf-8"
+        card(
+            lineage["sessions"],
+            scores,
+            sources,
+            args.notes,
+            args.out.name,
+            cfg.get("model", {}).get("output", "tags"),
+            args.recipe,
+        ),
+        encoding="utf-8",
     )
 
     backup = args.out.with_name(f".old-{args.out.name}")
