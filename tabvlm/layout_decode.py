@@ -22,7 +22,7 @@ from tabvlm.data.layout import LayoutInputs, LayoutSample, LayoutTargets, collat
 from tabvlm.layout_grid import assemble_grid
 from tabvlm.model.layout import BOS, TAG_ID, TAGS, LayoutModel
 from tabvlm.read.words import Word, join_words
-from tabvlm.tables.grid import Table
+from tabvlm.tables.grid import Cell, Table
 from tabvlm.tables.otsl import parse_otsl, to_otsl
 
 _F, _E, _L, _U, _X, _NL, _END = (TAG_ID[t] for t in TAGS)
@@ -118,7 +118,7 @@ def decode_layout(
     """Greedy, grammar-constrained decoding of a batch of pages (their inputs and words); a
     grid model's pages are assembled from its grid head instead (`decode_grid`)."""
     if model.config.output == "grid":
-        return decode_grid(model, inputs, words)
+        return decode_grid(model, inputs, words, max_tags)
     cfg = model.config
     max_tags = min(max_tags or cfg.max_tags, cfg.max_tags)
     batch = collate_layout([LayoutSample(x, LayoutTargets([_END], [-1] * len(x.text_ids))) for x in inputs])
@@ -222,10 +222,12 @@ def _assemble(tags: list[int], words: list[Word], fcels: list[int]) -> tuple[Tab
 
 @torch.no_grad()
 def decode_grid(
-    model: LayoutModel, inputs: list[LayoutInputs], words: list[list[Word]]
+    model: LayoutModel, inputs: list[LayoutInputs], words: list[list[Word]], max_tags: int | None = None
 ) -> list[LayoutResult]:
     """A grid model's tables: one pass over each page's prefix, then `assemble_grid` (no tags are
-    decoded; `tags` holds the OTSL of the assembled grid)."""
+    decoded; `tags` holds the OTSL of the assembled grid). `max_tags` (a request's budget, as
+    for a tags model, the `end` tag included) keeps the first rows whose tags fit, at least one,
+    with finish reason "length"."""
     batch = collate_layout([LayoutSample(x, LayoutTargets([_END], [-1] * len(x.text_ids))) for x in inputs])
     dev = next(model.parameters()).device
     logits = model.grid_logits(**{k: v.to(dev) for k, v in batch.items()}).float().cpu().numpy()
@@ -233,5 +235,22 @@ def decode_grid(
     for b, (x, ws) in enumerate(zip(inputs, words)):
         n = len(ws)
         table, cells = assemble_grid(ws, x.lines.tolist(), x.bands.tolist(), logits[b, :n])
-        results.append(LayoutResult(table, _OTSL_TAG.findall(to_otsl(table)), [-1] * n, cells, "stop"))
+        finish = "stop"
+        if max_tags is not None and table.n_rows * (table.n_cols + 1) + 1 > max_tags:
+            table, cells = _first_rows(table, cells, max(1, (max_tags - 1) // (table.n_cols + 1)))
+            finish = "length"
+        results.append(LayoutResult(table, _OTSL_TAG.findall(to_otsl(table)), [-1] * n, cells, finish))
     return results
+
+
+def _first_rows(table: Table, word_cells: list[int], rows: int) -> tuple[Table, list[int]]:
+    """The first `rows` rows of `table` (spans cut at the last row) and the words' cells in it
+    (-1 for a word whose cell was cut away)."""
+    keep = [k for k, c in enumerate(table.cells) if c.row < rows]
+    new_index = {k: i for i, k in enumerate(keep)}
+    cells = [
+        Cell(c.text, c.row, c.col, min(c.rowspan, rows - c.row), c.colspan)
+        for c in (table.cells[k] for k in keep)
+    ]
+    cut = Table(rows, table.n_cols, cells, min(table.header_rows, rows))
+    return cut, [new_index.get(k, -1) if k >= 0 else -1 for k in word_cells]

@@ -168,3 +168,29 @@ def test_a_tags_model_gives_its_prefix_to_a_grid_model(tmp_path):
     again = LayoutModel.from_pretrained(tmp_path / "grid")
     assert again.config.output == "grid"
     assert torch.equal(again.grid_head[0].weight, grid.grid_head[0].weight)
+
+
+def test_a_tag_budget_keeps_the_first_rows():
+    """A request's max_tokens reaches a grid model as a tag budget (the end tag included): the
+    rows that fit, spans cut at the last row, finish reason "length"; a large budget changes
+    nothing."""
+    from tabvlm.layout_decode import decode_grid
+
+    model = LayoutModel(tiny_config(output="grid")).eval()
+    img, words, cells = grid_page()
+    x = encode_inputs(img, words, model.config, TOK)
+    labels = layout_targets(TABLE, cells, x).grid
+    model.grid_logits = lambda **_: torch.tensor(oracle_logits(labels), dtype=torch.float32)[None]
+    full = decode_grid(model, [x], [words])[0]
+    assert to_html(full.table) == to_html(TABLE) and full.finish_reason == "stop"
+    assert decode_grid(model, [x], [words], max_tags=4 * 4 + 1)[0] == full  # 4 rows x (3 + nl) + end
+    cut = decode_grid(model, [x], [words], max_tags=2 * 4 + 1)[0]
+    assert cut.finish_reason == "length" and (cut.table.n_rows, cut.table.n_cols) == (2, 3)
+    cut.table.validate()
+    assert len(cut.tags) == 2 * 4
+    north = next(c for c in cut.table.cells if c.text == "north")
+    assert north.rowspan == 1  # it spanned rows 1-2 of 4; the cut keeps rows 0-1
+    by_word = {w.text: (cut.table.cells[k].text if k >= 0 else None) for w, k in zip(words, cut.word_cells)}
+    assert by_word["12"] == "12" and by_word["7"] is None and by_word["south"] is None
+    tiny = decode_grid(model, [x], [words], max_tags=3)[0]
+    assert tiny.table.n_rows == 1 and tiny.finish_reason == "length"
