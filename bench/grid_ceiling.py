@@ -29,24 +29,23 @@ from common import ROOT, write_result  # noqa: E402
 from tabvlm.data.align import align_words  # noqa: E402
 from tabvlm.data.layout import grid_hints  # noqa: E402
 from tabvlm.evaluate import evaluate, load_gt  # noqa: E402
-from tabvlm.layout_grid import GRID_LOGITS, IGNORE, N_BINARY, SPAN_CLASSES, assemble_grid, grid_targets  # noqa: E402
+from tabvlm.layout_grid import (  # noqa: E402
+    GRID_LOGITS,
+    N_BINARY,
+    SPAN_CLASSES,
+    assemble_grid,
+    grid_targets,
+    label_logits,
+)
 from tabvlm.read import read_words  # noqa: E402
 from tabvlm.tables.html import parse_html, to_html  # noqa: E402
 
 
-def certain_logits(labels: list[list[int]], prior: bool = False) -> np.ndarray:
-    """Logits that say what `labels` say (prior=True: every line a row, every band a column, no
-    spans, nothing outside)."""
-    out = np.zeros((len(labels), GRID_LOGITS))
-    for i, lab in enumerate(labels):
-        if prior:
-            out[i, :2], out[i, 2] = 5.0, -5.0
-            out[i, [N_BINARY + s * SPAN_CLASSES for s in range(4)]] = 5.0
-            continue
-        for k in range(N_BINARY):
-            out[i, k] = 5.0 if lab[k] == 1 or (k == 2 and lab[k] == IGNORE) else -5.0
-        for s in range(4):
-            out[i, N_BINARY + s * SPAN_CLASSES + max(0, lab[N_BINARY + s])] = 5.0
+def prior_logits(n: int) -> np.ndarray:
+    """Logits of the geometric prior: every line a row, every band a column, no spans, nothing outside."""
+    out = np.zeros((n, GRID_LOGITS))
+    out[:, :2], out[:, 2] = 5.0, -5.0
+    out[:, [N_BINARY + s * SPAN_CLASSES for s in range(4)]] = 5.0
     return out
 
 
@@ -67,8 +66,7 @@ def main() -> int:
             table = parse_html(it.html)
             lines, bands = grid_hints(words)
             labels = grid_targets(table, align_words(words, table), lines, bands)
-            for name in preds:
-                logits = certain_logits(labels, prior=name == "prior")
+            for name, logits in (("prior", prior_logits(len(words))), ("ceiling", label_logits(labels))):
                 preds[name][it.id] = to_html(assemble_grid(words, lines, bands, logits)[0])
         s = {name: evaluate(items, p, jobs=2).summaries["all"] for name, p in preds.items()}
         row = {

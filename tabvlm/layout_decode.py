@@ -20,7 +20,7 @@ import torch
 
 from tabvlm.data.layout import LayoutInputs, LayoutSample, LayoutTargets, collate_layout
 from tabvlm.layout_grid import assemble_grid
-from tabvlm.model.layout import BOS, TAG_ID, TAGS, LayoutModel
+from tabvlm.model.layout import BOS, TAG_ID, TAGS, LayoutModel, prefix_keys
 from tabvlm.read.words import Word, join_words
 from tabvlm.tables.grid import Cell, Table
 from tabvlm.tables.otsl import parse_otsl, to_otsl
@@ -111,6 +111,11 @@ class _Grammar:
         return (self.width or c) - c + 2 <= left
 
 
+def _collate_pages(inputs: list[LayoutInputs]) -> dict[str, torch.Tensor]:
+    """A batch of pages to decode (their targets are placeholders)."""
+    return collate_layout([LayoutSample(x, LayoutTargets([_END], [-1] * len(x.text_ids))) for x in inputs])
+
+
 @torch.no_grad()
 def decode_layout(
     model: LayoutModel, inputs: list[LayoutInputs], words: list[list[Word]], max_tags: int | None = None
@@ -121,7 +126,7 @@ def decode_layout(
         return decode_grid(model, inputs, words, max_tags)
     cfg = model.config
     max_tags = min(max_tags or cfg.max_tags, cfg.max_tags)
-    batch = collate_layout([LayoutSample(x, LayoutTargets([_END], [-1] * len(x.text_ids))) for x in inputs])
+    batch = _collate_pages(inputs)
     B = len(inputs)
     dev = next(model.parameters()).device
     batch = {k: v.to(dev) for k, v in batch.items()}
@@ -137,9 +142,7 @@ def decode_layout(
     counts = model.hint_counts(batch["lines"], batch["bands"], batch["word_mask"])
     P = prefix.shape[1]
     W = batch["boxes"].shape[1]
-    keys_prefix = torch.cat(
-        [torch.ones(B, cfg.image_tokens, dtype=torch.bool, device=dev), batch["word_mask"]], 1
-    )
+    keys_prefix = prefix_keys(cfg.image_tokens, batch["word_mask"])
     cache = model.new_cache(B, P + max_tags)
     h = model.run(prefix, keys_prefix[:, None, None, :].expand(B, 1, P, P), cache)
     word_keys = model.pointer_keys(h[:, P - W :])  # (B,W,d)
@@ -228,7 +231,7 @@ def decode_grid(
     decoded; `tags` holds the OTSL of the assembled grid). `max_tags` (a request's budget, as
     for a tags model, the `end` tag included) keeps the first rows whose tags fit, at least one,
     with finish reason "length"."""
-    batch = collate_layout([LayoutSample(x, LayoutTargets([_END], [-1] * len(x.text_ids))) for x in inputs])
+    batch = _collate_pages(inputs)
     dev = next(model.parameters()).device
     logits = model.grid_logits(**{k: v.to(dev) for k, v in batch.items()}).float().cpu().numpy()
     results = []

@@ -102,6 +102,19 @@ def grid_targets(
     return out
 
 
+def label_logits(labels: Sequence[Sequence[int]]) -> np.ndarray:
+    """(W, GRID_LOGITS) logits that say what `grid_targets` labels say (a word outside the table
+    is outside; a reach it has no label for is 0): the grid head's best case, for
+    `bench/grid_ceiling.py` and tests."""
+    out = np.zeros((len(labels), GRID_LOGITS))
+    for i, lab in enumerate(labels):
+        for k in range(N_BINARY):
+            out[i, k] = 5.0 if lab[k] == 1 or (k == 2 and lab[k] == IGNORE) else -5.0
+        for s in range(4):
+            out[i, N_BINARY + s * SPAN_CLASSES + max(0, lab[N_BINARY + s])] = 5.0
+    return out
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))

@@ -70,7 +70,9 @@ def vertical_gaps(words: Sequence[Word]) -> np.ndarray:
     return out
 
 
-def ruling_marks(gray: np.ndarray, words: Sequence[Word]) -> np.ndarray:
+def ruling_marks(
+    gray: np.ndarray, words: Sequence[Word], lines: Sequence[int], gaps: np.ndarray
+) -> np.ndarray:
     """(W, 4): for each word, how much of a ruling lies above, below, left and right of it: the
     darkest single pixel row (above / below) or column (left / right) in a strip along that edge,
     as the share of dark pixels over the word's span widened by half a height each way, in
@@ -79,7 +81,8 @@ def ruling_marks(gray: np.ndarray, words: Sequence[Word]) -> np.ndarray:
     at most one height. A rule runs past the word, so it covers the widened span; the word's own
     strokes cover much less of it. A ruling between two lines says "a new row" where the gap
     alone cannot (real rows sit as close as a cell's own lines); the pooled image tokens are too
-    coarse to show a one-pixel rule."""
+    coarse to show a one-pixel rule. `lines` and `gaps` are the words' `grid_hints` lines and
+    `vertical_gaps` (eighths of a height; GAP_BINS: none), computed once by the caller."""
     out = np.zeros((len(words), 4), np.int64)
     if not words:
         return out
@@ -87,10 +90,13 @@ def ruling_marks(gray: np.ndarray, words: Sequence[Word]) -> np.ndarray:
     H, Wd = ink.shape
     b = np.array([w.box for w in words], np.float32)
     h = np.maximum(1.0, b[:, 3] - b[:, 1])
-    gaps = vertical_gaps(words)  # eighths of a height; GAP_BINS: none
     left_gap = np.full(len(words), np.inf, np.float32)
     right_gap = np.full(len(words), np.inf, np.float32)
-    for line in line_groups(words):
+    by_line: dict[int, list[int]] = {}
+    for i, k in enumerate(lines):
+        by_line.setdefault(k, []).append(i)
+    for line in by_line.values():
+        line.sort(key=lambda j: b[j, 0])
         for a, c in zip(line, line[1:]):
             g = max(0.0, b[c, 0] - b[a, 2])
             right_gap[a], left_gap[c] = g, g
@@ -189,14 +195,15 @@ def encode_inputs(
     boxes = torch.tensor([list(wd.box) for wd in words], dtype=torch.float32).reshape(-1, 4) / side
     ids = tokenizer.encode_batch([wd.text for wd in words]) if words else []
     lines, bands = grid_hints(words)
+    gaps = vertical_gaps(words)
     return LayoutInputs(
         torch.from_numpy(canvas)[None],
         boxes.clamp(0, 1),
         [i[:MAX_WORD_TOKENS] for i in ids],
         torch.tensor(lines, dtype=torch.long),
         torch.tensor(bands, dtype=torch.long),
-        torch.from_numpy(vertical_gaps(words)),
-        torch.from_numpy(ruling_marks(np.asarray(image.convert("L")), words)),
+        torch.from_numpy(gaps),
+        torch.from_numpy(ruling_marks(np.asarray(image.convert("L")), words, lines, gaps)),
     )
 
 
@@ -379,6 +386,28 @@ class LayoutDataConfig:
             raise ConfigError("data.shard_ratio > 0 but data.shards is empty: name the shard files (globs)")
 
 
+def layout_sample(
+    table: Table,
+    image: Image.Image,
+    words: list[Word],
+    cells: list[int],
+    cfg: LayoutConfig,
+    tokenizer: TableTokenizer,
+) -> LayoutSample:
+    """A page (`raw` of a sample source: grid, image, words, their cells) as inputs and targets."""
+    inputs = encode_inputs(image, words, cfg, tokenizer)
+    return LayoutSample(inputs, layout_targets(table, cells, inputs), words)
+
+
+def noised(
+    words: list[Word], cells: list[int], rng: random.Random, cfg: LayoutDataConfig
+) -> tuple[list[Word], list[int]]:
+    """The true words with reader noise on `cfg.noise_rate` of the pages (drawn from `rng`)."""
+    if rng.random() < cfg.noise_rate:
+        return add_reader_noise(words, cells, rng, cfg.noise)
+    return words, cells
+
+
 class RecordLayoutSamples:
     """Layout samples from canonical records (image + HTML answer): the reader's words of the
     image, each put into a cell by `align_words`. Records are read once, at construction."""
@@ -421,9 +450,7 @@ class RecordLayoutSamples:
         return table, image, words, align_words(words, table)
 
     def __getitem__(self, index: int) -> LayoutSample:
-        table, image, words, cells = self.raw(index)
-        inputs = encode_inputs(image, words, self.model_cfg, self.tokenizer)
-        return LayoutSample(inputs, layout_targets(table, cells, inputs), words)
+        return layout_sample(*self.raw(index), self.model_cfg, self.tokenizer)
 
 
 class ShardLayoutSamples:
@@ -445,9 +472,9 @@ class ShardLayoutSamples:
         for attempt in range(min(n, 20)):
             s = self.reader[(index + attempt) % n]
             words, cells = truth_words(s.rendered, s.table)
-            rng = random.Random(f"shard-noise:{self.cfg.seed}:{index}:{attempt}")
-            if rng.random() < self.cfg.noise_rate:
-                words, cells = add_reader_noise(words, cells, rng, self.cfg.noise)
+            words, cells = noised(
+                words, cells, random.Random(f"shard-noise:{self.cfg.seed}:{index}:{attempt}"), self.cfg
+            )
             if fits_model(s.table, words, self.model_cfg):
                 return s.table, s.rendered.image, words, cells
         raise DataError(
@@ -455,9 +482,7 @@ class ShardLayoutSamples:
         )
 
     def __getitem__(self, index: int) -> LayoutSample:
-        table, image, words, cells = self.raw(index)
-        inputs = encode_inputs(image, words, self.model_cfg, self.tokenizer)
-        return LayoutSample(inputs, layout_targets(table, cells, inputs), words)
+        return layout_sample(*self.raw(index), self.model_cfg, self.tokenizer)
 
 
 _CAPTION_HEADS = {"en": ("Table", "TABLE", "Tab."), "zh": ("表", "续表")}
@@ -594,8 +619,7 @@ class SynthLayoutSamples:
             table, rendered = make_sample(cfg.seed, index, cfg.synth, cfg.render, self.fonts, attempt)
             words, cells = truth_words(rendered, table)
             rng = random.Random(f"noise:{cfg.seed}:{index}:{attempt}")
-            if rng.random() < cfg.noise_rate:
-                words, cells = add_reader_noise(words, cells, rng, cfg.noise)
+            words, cells = noised(words, cells, rng, cfg)
             image = rendered.image
             if cfg.page_text_rate and rng.random() < cfg.page_text_rate:
                 image, words, cells = add_page_text(image, words, cells, table, rng, self.fonts)
@@ -606,6 +630,4 @@ class SynthLayoutSamples:
         )
 
     def __getitem__(self, index: int) -> LayoutSample:
-        table, image, words, cells = self.raw(index)
-        inputs = encode_inputs(image, words, self.model_cfg, self.tokenizer)
-        return LayoutSample(inputs, layout_targets(table, cells, inputs), words)
+        return layout_sample(*self.raw(index), self.model_cfg, self.tokenizer)

@@ -105,7 +105,7 @@ def _misread(text: str, rng: random.Random, rate: float) -> str:
 
 
 def _jitter(
-    box: tuple, rng: random.Random, cfg: NoiseConfig, grow: tuple[float, float] = (0.0, 0.0)
+    box: tuple, rng: random.Random, cfg: NoiseConfig, grow: tuple[float, float]
 ) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = box
     h = max(1.0, y1 - y0)

@@ -358,9 +358,7 @@ class LayoutModel(nn.Module):
         `output: grid` model; the extra keywords of a collated batch are ignored)."""
         prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands, gaps, rules)
         B, P, _ = prefix.shape
-        keys = torch.cat(
-            [torch.ones(B, self.config.image_tokens, dtype=torch.bool, device=boxes.device), word_mask], 1
-        )
+        keys = prefix_keys(self.config.image_tokens, word_mask)
         h = self.run(prefix, keys[:, None, None, :].expand(B, 1, P, P))
         return self.grid_head(h[:, P - boxes.shape[1] :])
 
@@ -418,13 +416,19 @@ def is_layout_model(folder: str | Path) -> bool:
         return False
 
 
+def prefix_keys(image_tokens: int, word_mask: torch.Tensor) -> torch.Tensor:
+    """(B, I+W) bool: the prefix positions a query may attend to (every image token, the real words)."""
+    ones = torch.ones(word_mask.shape[0], image_tokens, dtype=torch.bool, device=word_mask.device)
+    return torch.cat([ones, word_mask], 1)
+
+
 def prefix_lm_mask(image_tokens: int, word_mask: torch.Tensor, tag_mask: torch.Tensor) -> torch.Tensor:
     """(B,1,L,L) bool over [image | words | tags]: every query sees the real prefix tokens; a tag
     also sees the real tags up to itself; no prefix token sees a tag."""
-    B, W = word_mask.shape
+    B = word_mask.shape[0]
     T = tag_mask.shape[1]
     dev = word_mask.device
-    keys_prefix = torch.cat([torch.ones(B, image_tokens, dtype=torch.bool, device=dev), word_mask], 1)
+    keys_prefix = prefix_keys(image_tokens, word_mask)
     P = keys_prefix.shape[1]
     L = P + T
     mask = torch.zeros(B, L, L, dtype=torch.bool, device=dev)

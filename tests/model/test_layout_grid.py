@@ -5,9 +5,25 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from tabvlm.data.layout import LayoutSample, collate_layout, encode_inputs, layout_targets, ruling_marks
+from tabvlm.data.layout import (
+    LayoutSample,
+    collate_layout,
+    encode_inputs,
+    grid_hints,
+    layout_targets,
+    ruling_marks,
+    vertical_gaps,
+)
 from tabvlm.layout_decode import decode_layout
-from tabvlm.layout_grid import GRID_FIELDS, GRID_LOGITS, IGNORE, N_BINARY, SPAN_CLASSES, assemble_grid
+from tabvlm.layout_grid import (
+    GRID_FIELDS,
+    GRID_LOGITS,
+    IGNORE,
+    N_BINARY,
+    SPAN_CLASSES,
+    assemble_grid,
+    label_logits,
+)
 from tabvlm.model.layout import LayoutModel
 from tabvlm.read.words import Word
 from tabvlm.tables.grid import Cell, Table
@@ -56,17 +72,6 @@ def grid_page(table: Table = TABLE):
     return img, [words[j] for j in order], [cells[j] for j in order]
 
 
-def oracle_logits(labels: list[list[int]]) -> np.ndarray:
-    """Logits that say exactly what the labels say."""
-    out = np.zeros((len(labels), GRID_LOGITS))
-    for i, lab in enumerate(labels):
-        for k in range(N_BINARY):
-            out[i, k] = 5.0 if lab[k] == 1 or (k == 2 and lab[k] == IGNORE) else -5.0
-        for s in range(4):
-            out[i, N_BINARY + s * SPAN_CLASSES + max(0, lab[N_BINARY + s])] = 5.0
-    return out
-
-
 def test_labels_assemble_back_into_the_table():
     img, words, cells = grid_page()
     x = encode_inputs(img, words, tiny_config(output="grid"), TOK)
@@ -77,7 +82,7 @@ def test_labels_assemble_back_into_the_table():
     assert by_text["7"][0] == by_text["east"][0] == 0  # lines a little lower continue row 3
     assert by_text["north"][3:5] == [0, 1]  # reaches one row down (its word sits on the first)
     assert by_text["Result"][5:7] == [0, 1]  # reaches one column right
-    table, word_cells = assemble_grid(words, x.lines.tolist(), x.bands.tolist(), oracle_logits(labels))
+    table, word_cells = assemble_grid(words, x.lines.tolist(), x.bands.tolist(), label_logits(labels))
     assert to_html(table) == to_html(TABLE)
     assert [table.cells[k].text for k in word_cells] == [
         TABLE.cells[c].text if TABLE.cells[c].text != "south east" else "south east" for c in cells
@@ -91,7 +96,7 @@ def test_words_outside_the_table_are_left_out():
     x = encode_inputs(img, words, tiny_config(output="grid"), TOK)
     labels = layout_targets(TABLE, cells, x).grid
     assert labels[-1] == [IGNORE, IGNORE, 1, IGNORE, IGNORE, IGNORE, IGNORE]
-    table, word_cells = assemble_grid(words, x.lines.tolist(), x.bands.tolist(), oracle_logits(labels))
+    table, word_cells = assemble_grid(words, x.lines.tolist(), x.bands.tolist(), label_logits(labels))
     assert word_cells[-1] == -1 and "Table" not in to_html(table)
     assert to_html(table) == to_html(TABLE)
 
@@ -123,11 +128,13 @@ def test_ruling_marks_see_a_rule_between_two_lines():
     img = Image.new("L", (100, 60), 255)
     ImageDraw.Draw(img).line([(0, 30), (100, 30)], fill=0, width=1)
     words = [Word("a", (10, 10, 40, 22)), Word("b", (10, 38, 40, 50)), Word("c", (60, 38, 90, 50))]
-    marks = ruling_marks(np.asarray(img), words)
+    lines, _ = grid_hints(words)
+    gaps = vertical_gaps(words)
+    marks = ruling_marks(np.asarray(img), words, lines, gaps)
     assert marks[0, 1] == 4 and marks[1, 0] == 4  # below "a", above "b": the rule
     assert marks[0, 0] == 0 and marks[1, 1] == 0  # nothing above "a" or below "b"
     assert marks[1, 3] == 0 and marks[2, 2] == 0  # no vertical rule between "b" and "c"
-    blank = ruling_marks(np.full((60, 100), 255, np.uint8), words)
+    blank = ruling_marks(np.full((60, 100), 255, np.uint8), words, lines, gaps)
     assert not blank.any()
 
 
@@ -180,7 +187,7 @@ def test_a_tag_budget_keeps_the_first_rows():
     img, words, cells = grid_page()
     x = encode_inputs(img, words, model.config, TOK)
     labels = layout_targets(TABLE, cells, x).grid
-    model.grid_logits = lambda **_: torch.tensor(oracle_logits(labels), dtype=torch.float32)[None]
+    model.grid_logits = lambda **_: torch.tensor(label_logits(labels), dtype=torch.float32)[None]
     full = decode_grid(model, [x], [words])[0]
     assert to_html(full.table) == to_html(TABLE) and full.finish_reason == "stop"
     assert decode_grid(model, [x], [words], max_tags=4 * 4 + 1)[0] == full  # 4 rows x (3 + nl) + end
