@@ -16,6 +16,7 @@ import html
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tabvlm.data.layout import LayoutInputs, LayoutSample, LayoutTargets, collate_layout
@@ -231,19 +232,25 @@ def decode_grid(
     decoded; `tags` holds the OTSL of the assembled grid). `max_tags` (a request's budget, as
     for a tags model, the `end` tag included) keeps the first rows whose tags fit, at least one,
     with finish reason "length"."""
-    batch = _collate_pages(inputs)
-    dev = next(model.parameters()).device
-    logits = model.grid_logits(**{k: v.to(dev) for k, v in batch.items()}).float().cpu().numpy()
     results = []
-    for b, (x, ws) in enumerate(zip(inputs, words)):
+    for x, ws, page_logits in zip(inputs, words, grid_page_logits(model, inputs)):
         n = len(ws)
-        table, cells = assemble_grid(ws, x.lines.tolist(), x.bands.tolist(), logits[b, :n])
+        table, cells = assemble_grid(ws, x.lines.tolist(), x.bands.tolist(), page_logits)
         finish = "stop"
         if max_tags is not None and table.n_rows * (table.n_cols + 1) + 1 > max_tags:
             table, cells = _first_rows(table, cells, max(1, (max_tags - 1) // (table.n_cols + 1)))
             finish = "length"
         results.append(LayoutResult(table, _OTSL_TAG.findall(to_otsl(table)), [-1] * n, cells, finish))
     return results
+
+
+@torch.no_grad()
+def grid_page_logits(model: LayoutModel, inputs: list[LayoutInputs]) -> list[np.ndarray]:
+    """A grid model's (W, GRID_LOGITS) logits for each page, in one batch."""
+    batch = _collate_pages(inputs)
+    dev = next(model.parameters()).device
+    logits = model.grid_logits(**{k: v.to(dev) for k, v in batch.items()}).float().cpu().numpy()
+    return [logits[b, : len(x.text_ids)] for b, x in enumerate(inputs)]
 
 
 def _first_rows(table: Table, word_cells: list[int], rows: int) -> tuple[Table, list[int]]:

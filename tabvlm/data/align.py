@@ -92,3 +92,21 @@ def _place_leftovers(
         if best >= 0:
             used[best] = True
             out[k] = tok_cell[best]
+
+
+def cells_by_overlap(words: Sequence[Word], truth: Sequence[Word], truth_cells: Sequence[int]) -> list[int]:
+    """Each reader word's cell where the true words and their cells are known (a rendered page):
+    the cell (or -1, outside the table) whose true words its box covers most. A word that covers
+    no true word (a speck read as text) is outside."""
+    if not words or not truth:
+        return [-1] * len(words)
+    a = np.asarray([w.box for w in words], np.float64)[:, None, :]
+    b = np.asarray([w.box for w in truth], np.float64)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    area = iw * ih  # (W, T)
+    labels = np.asarray(truth_cells)
+    keys = np.unique(labels)
+    by_cell = np.stack([area[:, labels == k].sum(1) for k in keys], 1)  # (W, K)
+    best = by_cell.argmax(1)
+    return [int(keys[j]) if by_cell[i, j] > 0 else -1 for i, j in enumerate(best)]

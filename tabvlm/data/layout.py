@@ -14,6 +14,7 @@ import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from tabvlm.read.truth import truth_words
 from tabvlm.read.words import Word, is_cjk_char, line_groups, reading_order, split_text
 from tabvlm.tables.grid import Table
 from tabvlm.tokenizer import TableTokenizer
+
+if TYPE_CHECKING:
+    from tabvlm.data.shards import ShardSample
 
 MAX_WORD_TOKENS = 8  # a word's text embedding averages at most its first 8 token ids
 
@@ -369,6 +373,10 @@ class LayoutDataConfig:
     # whose pages look like documents): globs of .tar shards and their share of the samples.
     shards: list[str] = field(default_factory=list)
     shard_ratio: float = 0.0
+    # The shards' words: "truth" (the drawing's, with reader noise as `noise_rate` says) or
+    # "reader" (`reader`'s words, kept in `read_cache` by scripts/read_shards.py; each put into
+    # the cell whose true words its box covers most).
+    shard_words: str = "truth"
     # A caption above and / or a note below a PIL table, as on a page crop: words outside the table.
     page_text_rate: float = 0.0
 
@@ -382,6 +390,12 @@ class LayoutDataConfig:
             )
         if self.files_ratio > 0 and not self.files:
             raise ConfigError("data.files_ratio > 0 but data.files is empty")
+        if self.shard_words not in ("truth", "reader"):
+            raise ConfigError(f"data.shard_words: expected 'truth' or 'reader', found {self.shard_words!r}")
+        if self.shard_words == "reader" and not self.read_cache:
+            raise ConfigError(
+                "data.shard_words: reader needs data.read_cache (scripts/read_shards.py fills it)"
+            )
         if self.shard_ratio > 0 and not self.shards:
             raise ConfigError("data.shard_ratio > 0 but data.shards is empty: name the shard files (globs)")
 
@@ -455,14 +469,28 @@ class RecordLayoutSamples:
 
 class ShardLayoutSamples:
     """Layout samples from pre-rendered shards (`tabvlm.data.shards`): the drawing's true words
-    and cells, with reader noise as `SynthLayoutSamples` adds it. Sample i is shard sample
-    i mod n; one that exceeds the model's limits gives way to the next."""
+    and cells, with reader noise as `SynthLayoutSamples` adds it, or (`shard_words: reader`) the
+    reader's words of the image, each in the cell whose true words it covers. Sample i is shard
+    sample i mod n; one that exceeds the model's limits gives way to the next."""
 
     def __init__(self, cfg: LayoutDataConfig, model_cfg: LayoutConfig, tokenizer: TableTokenizer):
         from tabvlm.data.shards import ShardReader, expand_shards
+        from tabvlm.read.cache import WordCache
 
         self.cfg, self.model_cfg, self.tokenizer = cfg, model_cfg, tokenizer
         self.reader = ShardReader(expand_shards(cfg.shards))
+        self.cache = WordCache(max_items=0, folder=cfg.read_cache) if cfg.read_cache else None
+
+    def _words(self, s: ShardSample, index: int, attempt: int) -> tuple[list[Word], list[int]]:
+        from tabvlm.data.align import cells_by_overlap
+        from tabvlm.read import read_words
+
+        words, cells = truth_words(s.rendered, s.table)
+        if self.cfg.shard_words == "reader":
+            read = read_words(s.rendered.image, self.cfg.reader, name=s.key, cache=self.cache)
+            return read, cells_by_overlap(read, words, cells)
+        rng = random.Random(f"shard-noise:{self.cfg.seed}:{index}:{attempt}")
+        return noised(words, cells, rng, self.cfg)
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -471,10 +499,7 @@ class ShardLayoutSamples:
         n = len(self.reader)
         for attempt in range(min(n, 20)):
             s = self.reader[(index + attempt) % n]
-            words, cells = truth_words(s.rendered, s.table)
-            words, cells = noised(
-                words, cells, random.Random(f"shard-noise:{self.cfg.seed}:{index}:{attempt}"), self.cfg
-            )
+            words, cells = self._words(s, index, attempt)
             if fits_model(s.table, words, self.model_cfg):
                 return s.table, s.rendered.image, words, cells
         raise DataError(

@@ -145,21 +145,45 @@ def layout_loss(
     }
 
 
+def group_mean_logits(
+    z: torch.Tensor, t: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (page, group) that has labelled words: the mean of its words' logits `z` (B, W), which
+    is how `assemble_grid` decides a line or a band, and its label (the words' labels `t` agree
+    within a group: `grid_targets` gives each group one)."""
+    B = z.shape[0]
+    G = int(groups.max()) + 1
+    key = (torch.arange(B, device=z.device)[:, None] * G + groups)[valid]
+    n = torch.zeros(B * G, device=z.device).index_add_(0, key, torch.ones_like(key, dtype=z.dtype))
+    zs = torch.zeros(B * G, device=z.device, dtype=z.dtype).index_add_(0, key, z[valid])
+    ts = torch.zeros(B * G, device=z.device, dtype=z.dtype).index_add_(0, key, t[valid].to(z.dtype))
+    used = n > 0
+    return zs[used] / n[used], (ts[used] / n[used] > 0.5).to(z.dtype)
+
+
 def grid_head_loss(
     model: LayoutModel, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The grid head's loss: binary cross-entropy of row_start, col_start and outside, plus the
-    cross-entropy of the four span reaches, each averaged over the words it applies to."""
+    """The grid head's loss, each term averaged over what it decides: row_start and col_start by
+    line and by band (the binary cross-entropy of the group's mean logit, the decision
+    `assemble_grid` makes; a per-word loss let a 30-word data band outvote the two-word band of a
+    wrapped header, and the model learned to split), outside by word, and the cross-entropy of
+    the four span reaches by word (a cell's reach is the sum of its words' log-probabilities)."""
     logits = model.grid_logits(**batch).float()  # (B,W,GRID_LOGITS)
     y = batch["grid_targets"]  # (B,W,7)
     total = logits.sum() * 0
     stats: dict[str, float] = {}
+    groups = {0: batch["lines"], 1: batch["bands"]}
     for k, name in enumerate(GRID_FIELDS):
         valid = y[..., k] != IGNORE
         if not valid.any():
             stats[f"{name}_acc"] = float("nan")
             continue
-        if k < N_BINARY:
+        if k in groups:
+            z, t = group_mean_logits(logits[..., k], y[..., k], groups[k], valid)
+            loss = F.binary_cross_entropy_with_logits(z, t)
+            acc = ((z > 0).float() == t).float().mean().item()
+        elif k < N_BINARY:
             z, t = logits[..., k][valid], y[..., k][valid].float()
             loss = F.binary_cross_entropy_with_logits(z, t)
             acc = ((z > 0).float() == t).float().mean().item()

@@ -180,3 +180,56 @@ def test_noise_grows_boxes_as_the_reader_does():
         ]
     ratios.sort()
     assert 1.08 <= ratios[len(ratios) // 2] <= 1.35
+
+
+def test_reader_words_of_a_shard_go_to_the_cells_they_cover(tmp_path):
+    """`shard_words: reader`: the words come from the read cache (read once, by the image's
+    pixels), each in the cell whose true words its box covers; a word over no true word is outside."""
+    from tabvlm.data.layout import LayoutSamples
+    from tabvlm.data.shards import write_shard
+    from tabvlm.read import get_reader, read_words
+    from tabvlm.read.cache import WordCache, cache_key, pixels_digest
+
+    table, rendered = make_sample(9, 0, SynthConfig(rows=(3, 3), cols=(2, 2)), CLEAN, FONTS)
+    write_shard(tmp_path / "shard-000000.tar", [(table, rendered, 9, 0)])
+    truth, cells = truth_words(rendered, table)
+    # a stand-in for the reader: the first two true words merged into one box, and a speck
+    merged = Word(
+        f"{truth[0].text} {truth[1].text}",
+        (truth[0].box[0], truth[0].box[1], truth[1].box[2], truth[1].box[3]),
+        0.9,
+    )
+    fake = [merged, *truth[2:], Word("x", (0.0, 0.0, 1.0, 1.0), 0.5)]
+    cache = WordCache(max_items=0, folder=tmp_path / "read")
+    cache.put(cache_key(pixels_digest(rendered.image), get_reader("ppocr").cache_id), fake)
+    assert [w.text for w in read_words(rendered.image, cache=cache)] == [w.text for w in fake]
+    cfg = LayoutDataConfig(
+        shards=[str(tmp_path / "*.tar")],
+        shard_ratio=1.0,
+        shard_words="reader",
+        read_cache=str(tmp_path / "read"),
+    )
+    s = LayoutSamples(cfg, LayoutConfig(output="grid"), load_tokenizer())[0]
+    assert [w.text for w in s.words] == [w.text for w in fake]
+    outside = [g[2] for g in s.targets.grid]
+    assert outside[-1] == 1 and not any(outside[:-1])
+
+
+def test_cells_by_overlap_takes_the_cell_a_box_covers_most():
+    from tabvlm.data.align import cells_by_overlap
+
+    truth = [Word("a", (0, 0, 10, 10), 1.0), Word("b", (12, 0, 40, 10), 1.0), Word("c", (0, 20, 10, 30), 1.0)]
+    read = [
+        Word("a b", (0, 0, 40, 10), 1.0),  # across two cells: b's wider box wins
+        Word("c", (1, 21, 9, 29), 1.0),
+        Word(".", (100, 100, 101, 101), 1.0),  # covers no true word
+    ]
+    assert cells_by_overlap(read, truth, [0, 1, -1]) == [1, -1, -1]
+    assert cells_by_overlap(read, [], []) == [-1, -1, -1]
+
+
+def test_shard_words_are_checked():
+    with pytest.raises(ConfigError, match="shard_words"):
+        LayoutDataConfig(shard_words="ocr")
+    with pytest.raises(ConfigError, match="read_cache"):
+        LayoutDataConfig(shard_words="reader")

@@ -201,3 +201,16 @@ def test_a_tag_budget_keeps_the_first_rows():
     assert by_word["12"] == "12" and by_word["7"] is None and by_word["south"] is None
     tiny = decode_grid(model, [x], [words], max_tags=3)[0]
     assert tiny.table.n_rows == 1 and tiny.finish_reason == "length"
+
+
+def test_the_start_decisions_are_learned_by_group():
+    """row_start / col_start are decided by a line's or band's mean logit; the loss scores that
+    mean, one term a group, so a big band cannot outvote a small one."""
+    from tabvlm.train.layout import group_mean_logits
+
+    z = torch.tensor([[1.0, 3.0, -2.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
+    t = torch.tensor([[1, 1, 0, -100], [1, -100, -100, -100]])
+    groups = torch.tensor([[0, 0, 1, 1], [2, 0, 0, 0]])
+    valid = t != -100
+    mean, label = group_mean_logits(z, t, groups, valid)
+    assert mean.tolist() == [2.0, -2.0, 4.0] and label.tolist() == [1.0, 0.0, 1.0]
