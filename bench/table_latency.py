@@ -6,7 +6,7 @@ Run as: .venv/bin/python bench/table_latency.py [--model models/tabvlm-layout]
         [--rapidtable-python /work/peers/.venv-rt/bin/python] [--out bench/results/table_latency.json]
 
 Per image: load, the reader (PP-OCRv6, no word cache: every image is read anew), the layout
-model (encode + prefill + tag decoding + pointer), end to end. RapidTable runs after ours, in its
+model (encode + one pass + grid assembly), end to end. RapidTable runs after ours, in its
 own virtualenv (`../shared/peers/README.md`), through its peer script, which times each image the
 same way (OCR + table model, models loaded before the clock starts). Run it alone on the machine:
 the figures are medians, and the ratio of the two medians is the comparison.

@@ -103,20 +103,13 @@ def by_source(model: Path, out: Path) -> dict[str, dict[str, float]]:
     }
 
 
-HEADS = {
-    "tags": (
-        "its line and column-band hints; a prefix-LM transformer) writes the table's OTSL tags and",
-        "points every word into its cell.",
-        "Greedy decoding under the OTSL grammar, float32.",
-    ),
-    "grid": (
-        "its line and column-band hints, the space and rulings around it; a transformer over the",
-        "image and the words) corrects the geometric grid word by word: which lines are one row,",
-        "which bands one column, how far each cell spans, which words lie outside the table",
-        "(`tabvlm/layout_grid.py`).",
-        "One pass, no decoding loop, float32.",
-    ),
-}
+WHAT = (
+    "its line and column-band hints, the space and rulings around it; a transformer over the",
+    "image and the words) corrects the geometric grid word by word: which lines are one row,",
+    "which bands one column, how far each cell spans, which words lie outside the table",
+    "(`tabvlm/layout_grid.py`).",
+)
+HOW = "One pass, no decoding loop, float32."
 
 
 def card(
@@ -125,19 +118,17 @@ def card(
     sources: dict[str, Any],
     notes: str,
     out: str,
-    output: str = "tags",
     recipe: str = "configs/layout-grid.yaml",
 ) -> str:
     """The model card (Markdown)."""
     total_h = sum(s["core_hours"] for s in lineage)
     total_samples = sum(s["samples"] for s in lineage)
-    *what, how = HEADS[output]
     lines = [
         f"# {out}: the default table recogniser",
         "",
         "Read, then lay out. PP-OCRv6 small (the `rapidocr` 3.10 wheel, on onnxruntime) reads the words;",
         "this small layout model (a conv tower, one token per word: box + image under it + text +",
-        *what,
+        *WHAT,
         "Trained on synthetic tables only, on 2 CPU cores.",
         "Loaded by `TableRecognizer.from_pretrained()`, `tabvlm predict` and `tabvlm serve` when no",
         f"`--model` is given. Continue training with `tabvlm train {recipe} init_from=models/{out}`.",
@@ -159,7 +150,7 @@ def card(
         "",
         "ED: normalised edit distance of canonical HTML (lower is better); TEDS and TEDS-struct:",
         "tree-edit similarity (higher is better); OmniDocBench canonical form, as",
-        f"`../shared/tools/tabmetrics.py`. {how}",
+        f"`../shared/tools/tabmetrics.py`. {HOW}",
         "",
         "| set | words from | category | n | ED | TEDS | TEDS-struct |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -292,7 +283,6 @@ def main() -> int:
             sources,
             args.notes,
             args.out.name,
-            cfg.get("model", {}).get("output", "tags"),
             args.recipe,
         ),
         encoding="utf-8",

@@ -14,8 +14,8 @@ is not part of the table. The grid head says, for every word:
 A line's decision is the mean of its words' logits, as is a band's; a cell's spans are the sum of
 its words' log-probabilities. The decisions are dense (every word, every step) and anchored on
 geometry, so a small model learns them from synthetic tables in a CPU session, where the
-autoregressive OTSL decoder (`tabvlm.layout_decode`) learned the generator's row conventions and
-merged real rows (docs/BENCHMARKS.md). `grid_targets` makes the labels from a known grid;
+autoregressive OTSL decoder this model had first (removed since) learned the generator's row
+conventions and merged real rows (docs/BENCHMARKS.md). `grid_targets` makes the labels from a known grid;
 `assemble_grid` turns the per-word logits into a `Table`.
 """
 

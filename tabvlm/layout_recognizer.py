@@ -6,7 +6,7 @@
     print(pred.html, pred.reader_seconds, pred.model_seconds)
 
 Each image is loaded once (`tabvlm.image.load_image`), read once (`tabvlm.read.read_words`, cached
-by the image's bytes), then batches of pages go through `tabvlm.layout_decode.decode_layout`.
+by the image's bytes), then batches of pages go through `tabvlm.layout_decode.decode_grid`.
 A page with no words is an empty table, not an error. The Prediction keeps the words and the cell
 each went to, for overlays (`tabvlm.overlay`).
 """
@@ -24,7 +24,7 @@ import torch
 from tabvlm.data.layout import encode_inputs
 from tabvlm.errors import ConfigError
 from tabvlm.image import ImageSource, load_image
-from tabvlm.layout_decode import decode_layout
+from tabvlm.layout_decode import decode_grid
 from tabvlm.model.layout import LayoutModel
 from tabvlm.model.vlm import TOKENIZER_NAME
 from tabvlm.progress import progress as progress_bar
@@ -50,7 +50,7 @@ class LayoutRecognizer:
         max_tags: int | None = None,
     ):
         self.model = model.eval()
-        self.max_tags = max_tags  # the tag budget (None: the model's max_tags); a table past it is closed
+        self.max_tags = max_tags  # the OTSL tag budget (None: none); a table past it keeps its first rows
         self.tokenizer = tokenizer or load_tokenizer()
         self.reader = reader
         self.reader_options = dict(reader_options or {})
@@ -112,7 +112,7 @@ class LayoutRecognizer:
                 encode_inputs(pages[i], page_words[i], self.model.config, self.tokenizer) for i in chunk
             ]
             with torch.inference_mode():
-                results = decode_layout(self.model, inputs, [page_words[i] for i in chunk], budget)
+                results = decode_grid(self.model, inputs, [page_words[i] for i in chunk], budget)
             batch_seconds = time.perf_counter() - t0
             for i, r in zip(chunk, results):
                 pred = _prediction(r.table, len(r.tags), r.finish_reason, task)

@@ -66,8 +66,8 @@ class Prediction:
     batch_seconds: float = 0.0
     batch_size: int = 1
     # The reader's time for this image (task ocr; the layout model, which reads, then lays out),
-    # and the layout model's words and the cell each went to (an index among the table's fcel
-    # tags, -1: outside the table).
+    # and the layout model's words and the cell each went to (an index into table.cells, -1:
+    # outside the table).
     reader_seconds: float = 0.0
     words: list = field(default_factory=list)
     word_cells: list[int] = field(default_factory=list)
@@ -157,7 +157,8 @@ class TableRecognizer:
                 )
             if kwargs.get("constrain") is False:
                 raise ConfigError(
-                    f"{path}: the layout model always decodes under the OTSL grammar (no --no-constrain)"
+                    f"{path}: the layout model assembles a valid grid; it has no grammar to turn off "
+                    "(no --no-constrain)"
                 )
             return LayoutRecognizer.from_pretrained(  # type: ignore[return-value]
                 path,

@@ -24,6 +24,13 @@ TINY = [
     "data.synth.rows=[1,4]", "data.synth.cols=[1,3]", "batch_size=2", "warmup_steps=1",
     "num_workers=0", "eval_samples=2", "log_every=1",
 ]  # fmt: skip
+# The shipped recipe from scratch, without the browser shards (not in a clean clone).
+RECIPE = [
+    str(ROOT / "configs" / "layout-grid.yaml"),
+    "init_from=null",
+    "data.shards=[]",
+    "data.shard_ratio=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,7 @@ def test_a_layout_folder_loads_as_the_read_then_lay_out_recognizer(tiny_model: P
 
 def test_train_then_resume_continues_the_step_count(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
-    args = ["train", str(ROOT / "configs" / "layout.yaml"), f"out_dir={out}", *TINY]
+    args = ["train", *RECIPE, f"out_dir={out}", *TINY]
     assert cli([*args, "max_steps=2", "eval_every=2", "save_every=1"]) == 0
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert metrics["step"] == 2 and metrics["samples"] == 4
@@ -62,23 +69,23 @@ def test_train_then_resume_continues_the_step_count(tmp_path: Path, capsys: pyte
     assert model.config.hidden == 32
     # a new run from those weights counts what they had cost: the lineage adds up
     more = tmp_path / "more"
-    assert cli(["train", str(ROOT / "configs" / "layout.yaml"), f"out_dir={more}", *TINY,
+    assert cli(["train", *RECIPE, f"out_dir={more}", *TINY,
                 f"init_from={out / 'final'}", "max_steps=1", "eval_every=1"]) == 0  # fmt: skip
     m = json.loads((more / "final" / "metrics.json").read_text())
     assert (m["step"], m["total_steps"], m["total_samples"]) == (1, 4, 8)
 
 
-def test_the_shipped_recipe_puts_a_grid_head_on_a_tags_model(tiny_model: Path, tmp_path: Path) -> None:
-    """configs/layout-grid.yaml from a tags model's folder: its prefix under a new grid head,
-    trained, saved, and recognised with (the browser shards are not in a clean clone: off)."""
+def test_the_shipped_recipe_continues_a_model_folder(tiny_model: Path, tmp_path: Path) -> None:
+    """configs/layout-grid.yaml as shipped (init_from a model folder, whose config wins): trained,
+    saved, and recognised with (the browser shards are not in a clean clone: off)."""
     out = tmp_path / "grid"
     args = ["train", str(ROOT / "configs" / "layout-grid.yaml"), f"out_dir={out}", *TINY,
             f"init_from={tiny_model}", "data.shards=[]", "data.shard_ratio=0", "max_steps=2", "eval_every=2"]  # fmt: skip
     assert cli(args) == 0
     model = LayoutModel.from_pretrained(out / "final")
     assert model.config.output == "grid" and model.config.hidden == 32  # the folder's config wins
-    tags = LayoutModel.from_pretrained(tiny_model)
-    assert not torch.equal(model.blocks[0].qkv.weight, tags.blocks[0].qkv.weight)  # it trained
+    before = LayoutModel.from_pretrained(tiny_model)
+    assert not torch.equal(model.blocks[0].qkv.weight, before.blocks[0].qkv.weight)  # it trained
     rec = TableRecognizer.from_pretrained(out / "final")
     pred = rec.predict(ROOT / "examples" / "en-span.png")
     assert pred.html.startswith("<table>") and len(pred.word_cells) == len(pred.words)
@@ -182,7 +189,7 @@ def test_training_on_user_records_reads_and_aligns_them(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [
         "train",
-        str(ROOT / "configs" / "layout.yaml"),
+        *RECIPE,
         f"out_dir={out}",
         *TINY,
         "max_steps=2",

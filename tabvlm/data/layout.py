@@ -2,8 +2,8 @@
 
 `encode_inputs(image, words, cfg, tokenizer)`: the page as a gray square (fit as `fit_image`
 does: longer side to `image_size`, the table at the top left), each word's box as a share of the
-longer side, each word's text as token ids. `layout_targets(table, word_cells)`: the OTSL tags of
-the grid and, for each word, the input position of its cell's fcel tag (-1: no cell).
+longer side, each word's text as token ids, its grid hints, the gaps and rulings around it.
+`layout_targets(table, word_cells, inputs)`: each word's grid head labels (`layout_grid.grid_targets`).
 `SynthLayoutSamples`: sample i of a seed, rendered, read by the truth reader and noised.
 `collate_layout` pads a list of samples into one batch.
 """
@@ -27,7 +27,7 @@ from tabvlm.data.synth import SynthConfig
 from tabvlm.errors import ConfigError, DataError, TableError
 from tabvlm.image import resize_to_fit
 from tabvlm.layout_grid import GRID_FIELDS, grid_targets
-from tabvlm.model.layout import BOS, RULE_BINS, TAG_ID, LayoutConfig
+from tabvlm.model.layout import RULE_BINS, LayoutConfig
 from tabvlm.read.truth import truth_words
 from tabvlm.read.words import Word, is_cjk_char, line_groups, reading_order, split_text
 from tabvlm.tables.grid import Table
@@ -170,13 +170,9 @@ def grid_hints(words: Sequence[Word]) -> tuple[list[int], list[int]]:
 
 @dataclass
 class LayoutTargets:
-    tags: list[int]  # target tags t0..t_{n-1}, the last one "end"
-    word_targets: list[int]  # per word: input position of its fcel tag, -1 for none
-    word_rows: list[int] = field(default_factory=list)  # per word: its cell's anchor row, -1 for none
-    word_cols: list[int] = field(default_factory=list)
     grid: list[list[int]] = field(
         default_factory=list
-    )  # per word: the grid head's labels (`layout_grid.grid_targets`)
+    )  # per word: the grid head's labels (`layout_grid.grid_targets`); none at inference
 
 
 @dataclass
@@ -211,65 +207,15 @@ def encode_inputs(
     )
 
 
-def table_tags(table: Table) -> tuple[list[int], dict[int, int]]:
-    """The OTSL tags of `table` row by row (`nl` ends each row, `end` the table) and, for each
-    cell with text (index in table.cells), the index of its fcel tag."""
-    index = {id(c): i for i, c in enumerate(table.cells)}
-    tags: list[int] = []
-    fcel_of: dict[int, int] = {}
-    for r, line in enumerate(table.slots()):
-        for k, cell in enumerate(line):
-            assert cell is not None
-            if (cell.row, cell.col) == (r, k):
-                if cell.text:
-                    fcel_of[index[id(cell)]] = len(tags)
-                    tags.append(TAG_ID["fcel"])
-                else:
-                    tags.append(TAG_ID["ecel"])
-            elif cell.row == r:
-                tags.append(TAG_ID["lcel"])
-            elif cell.col == k:
-                tags.append(TAG_ID["ucel"])
-            else:
-                tags.append(TAG_ID["xcel"])
-        tags.append(TAG_ID["nl"])
-    tags.append(TAG_ID["end"])
-    return tags, fcel_of
-
-
-def layout_targets(
-    table: Table, word_cells: Sequence[int], inputs: LayoutInputs | None = None
-) -> LayoutTargets:
-    """Tags of `table` and each word's pointer target: its cell's fcel tag is input at position
-    index + 1 (after <bos>); a word of no cell, or of an empty cell, points to none (-1). With the
-    page's `inputs` (their grid hints), also the grid head's labels."""
-    tags, fcel_of = table_tags(table)
+def layout_targets(table: Table, word_cells: Sequence[int], inputs: LayoutInputs) -> LayoutTargets:
+    """The grid head's labels of each word of a page: `word_cells` are indices in table.cells
+    (-1: outside the table), `inputs` the page's (their grid hints)."""
     grid = (
         grid_targets(table, word_cells, inputs.lines.tolist(), inputs.bands.tolist())
-        if inputs is not None and inputs.lines is not None
+        if inputs.lines is not None
         else []
     )
-    return LayoutTargets(
-        tags,
-        [fcel_of[c] + 1 if c in fcel_of else -1 for c in word_cells],
-        [table.cells[c].row if c in fcel_of else -1 for c in word_cells],
-        [table.cells[c].col if c in fcel_of else -1 for c in word_cells],
-        grid,
-    )
-
-
-def tag_slots(tags: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Row and column of the slot each input position writes next: inputs are <bos> + tags[:-1]."""
-    rows, cols = [0], [0]
-    r = c = 0
-    for t in tags[:-1]:
-        if t == TAG_ID["nl"]:
-            r, c = r + 1, 0
-        else:
-            c += 1
-        rows.append(r)
-        cols.append(c)
-    return rows, cols
+    return LayoutTargets(grid)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -277,13 +223,11 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str, torch.Tensor]:
-    """Pad samples into one batch: the model's forward keywords plus `tag_targets` and
-    `word_targets` (IGNORE -100 at padding; "none" is the last pointer column, index T).
-    `pad_to` rounds the word and tag lengths up (training: fewer distinct shapes for the CPU
-    kernels' caches)."""
+    """Pad samples into one batch: the model's `grid_logits` keywords plus `grid_targets`
+    (IGNORE -100 at padding). `pad_to` rounds the word length up (training: fewer distinct
+    shapes for the CPU kernels' caches)."""
     B = len(samples)
     W = _round_up(max(1, max(len(s.inputs.text_ids) for s in samples)), pad_to)
-    T = _round_up(max(len(s.targets.tags) for s in samples), pad_to)
     pixels = torch.stack([s.inputs.pixels for s in samples]).float() / 255.0
     boxes = torch.zeros(B, W, 4)
     word_mask = torch.zeros(B, W, dtype=torch.bool)
@@ -292,14 +236,6 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
     gaps = torch.full((B, W, 2), GAP_BINS, dtype=torch.long)
     rules = torch.zeros(B, W, 4, dtype=torch.long)
     grid_labels = torch.full((B, W, len(GRID_FIELDS)), -100, dtype=torch.long)
-    tags = torch.full((B, T), BOS, dtype=torch.long)
-    rows = torch.zeros(B, T, dtype=torch.long)
-    cols = torch.zeros(B, T, dtype=torch.long)
-    tag_mask = torch.zeros(B, T, dtype=torch.bool)
-    tag_targets = torch.full((B, T), -100, dtype=torch.long)
-    word_targets = torch.full((B, W), -100, dtype=torch.long)
-    word_rows = torch.full((B, W), -100, dtype=torch.long)
-    word_cols = torch.full((B, W), -100, dtype=torch.long)
     flat: list[int] = []
     offsets: list[int] = []
     for b, s in enumerate(samples):
@@ -319,19 +255,6 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
             offsets.append(len(flat))
             if k < n:
                 flat.extend(s.inputs.text_ids[k])
-        t = s.targets.tags
-        tags[b, 1 : len(t)] = torch.tensor(t[:-1])
-        r, c = tag_slots(t)
-        rows[b, : len(t)] = torch.tensor(r)
-        cols[b, : len(t)] = torch.tensor(c)
-        tag_mask[b, : len(t)] = True
-        tag_targets[b, : len(t)] = torch.tensor(t)
-        wt = torch.tensor(s.targets.word_targets, dtype=torch.long)
-        word_targets[b, :n] = torch.where(wt < 0, torch.full_like(wt, T), wt)
-        for dst, src in ((word_rows, s.targets.word_rows), (word_cols, s.targets.word_cols)):
-            if src:
-                v = torch.tensor(src, dtype=torch.long)
-                dst[b, :n] = torch.where(v < 0, torch.full_like(v, -100), v)
     return {
         "pixels": pixels,
         "boxes": boxes,
@@ -342,14 +265,6 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
         "rules": rules,
         "text_ids": torch.tensor(flat, dtype=torch.long),
         "text_offsets": torch.tensor(offsets, dtype=torch.long),
-        "tags": tags,
-        "rows": rows,
-        "cols": cols,
-        "tag_mask": tag_mask,
-        "tag_targets": tag_targets,
-        "word_targets": word_targets,
-        "word_rows": word_rows,
-        "word_cols": word_cols,
         "grid_targets": grid_labels,
     }
 
@@ -574,7 +489,7 @@ def add_page_text(
 
 
 def fits_model(table: Table, words: Sequence[Word], m: LayoutConfig) -> bool:
-    """Whether a page's words and grid fit the model's limits (words, tags, rows, columns)."""
+    """Whether a page's words and grid fit the model's limits (words, OTSL tags, rows, columns)."""
     n_tags = table.n_rows * (table.n_cols + 1) + 1
     return (
         len(words) <= m.max_words

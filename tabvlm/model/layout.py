@@ -1,25 +1,24 @@
-"""The layout model: image + the reader's words in, OTSL tags and a cell for every word out.
+"""The layout model: image + the reader's words in, a grid decision for every word out.
 
-Read, then lay out (../shared/DESIGN.md; the design of TFLOP, UpstageAI/TFLOP). The reader finds
-and reads the words; this model only lays them out:
+Read, then lay out (../shared/DESIGN.md; the word tokens after TFLOP, UpstageAI/TFLOP). The reader
+finds and reads the words; this model only lays them out:
 
     image (gray, S x S) --conv tower--> feature map (S/16)^2 --pool--> image tokens  (I tokens)
     word i: box (quantised x0 y0 x1 y1 w h) + RoI features under the box + mean of its text's
-            token embeddings                                                      (W tokens)
-    tags:   <bos> t0 t1 ... (fcel ecel lcel ucel xcel nl end), each with its slot's row / column
+            token embeddings + its reading-order index, line and column band, the space above /
+            below it and the rulings beside it                                    (W tokens)
 
-One transformer runs over [image | words | tags] with a prefix-LM mask: the prefix (image and
-words) attends both ways, a tag sees the prefix and the tags before it. Heads: the next tag, and
-a pointer that puts each word into one of the fcel tags (cosine similarity of projected states at
-a temperature, TFLOP's pointer) or into a learned "none" slot (text outside the table). The model
-computes no loss and knows nothing of decoding: `tabvlm.train.layout` holds the loss and
-`tabvlm.layout_decode` the grammar-constrained greedy decoding with a KV cache.
+One transformer runs over [image | words], every token attending both ways (padding words are
+nobody's key). The grid head, an MLP on each word's state, gives its `GRID_LOGITS` logits: does
+its line start a row, its band a column, is it outside the table, how far does its cell reach
+(`tabvlm.layout_grid`). The model computes no loss and knows nothing of assembly:
+`tabvlm.train.layout` holds the loss and `tabvlm.layout_decode` turns the logits into a table.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,22 +28,20 @@ from torch import nn
 
 from tabvlm.errors import ConfigError
 from tabvlm.layout_grid import GRID_LOGITS
-from tabvlm.model.lm import KVCache
 
 RULE_BINS = (
     5  # share of a word's span a ruling beside it covers: 0, 1/4 .. 1 (tabvlm.data.layout.ruling_marks)
 )
-TAGS = ("fcel", "ecel", "lcel", "ucel", "xcel", "nl", "end")
-TAG_ID = {t: i for i, t in enumerate(TAGS)}
-BOS = len(TAGS)  # input-only start tag
-N_TAG_INPUTS = len(TAGS) + 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "tabvlm-layout"
 # Inputs added after a folder was saved start at zero (no effect), so an older folder loads and
 # computes what it did: these are the only weights a folder may lack.
 NEUTRAL_PARAMS = ("gap_embed.", "rule_embed.")
-OUTPUTS = ("tags", "grid")
+# What a folder saved while the OTSL-tags head existed may hold besides the grid model: the page's
+# line and band counts the tag tokens embedded, and the pointer's temperature. Dropped on load.
+REMOVED_PARAMS = ("n_lines_embed.", "n_bands_embed.")
+REMOVED_KEYS = ("temperature",)
 
 
 @dataclass
@@ -62,18 +59,22 @@ class LayoutConfig:
     line_gaps: bool = True  # embed the space above / below each word (tabvlm.data.layout.vertical_gaps)
     roi_points: int = 3  # RoI pooling samples roi_points^2 points inside each word's box
     max_words: int = 768
-    max_tags: int = 1024
+    max_tags: int = 1024  # training tables' limit in OTSL tags, rows x (cols + 1) + 1 (`fits_model`)
     max_rows: int = 128
     max_cols: int = 64
-    temperature: float = 0.1  # pointer cosine temperature (TFLOP)
     rulings: bool = True  # embed the ink of a ruling beside each word (tabvlm.data.layout.ruling_marks)
-    # tags: OTSL tags + a pointer per word (tabvlm.layout_decode); grid: per-word corrections of
-    # the geometric grid, no decoder (tabvlm.layout_grid)
-    output: str = "tags"
+    # The head: "grid" (per-word corrections of the geometric grid, tabvlm.layout_grid), the only
+    # one; the key stays so that config.json files and recipes naming it keep loading.
+    output: str = "grid"
 
     def __post_init__(self) -> None:
-        if self.output not in OUTPUTS:
-            raise ConfigError(f"model.output: expected one of {OUTPUTS}, found {self.output!r}")
+        if self.output == "tags":
+            raise ConfigError(
+                "model.output: tags: the OTSL-tags head (tag decoder + pointer) was removed; "
+                "the layout model needs the grid head (output: grid, configs/layout-grid.yaml)"
+            )
+        if self.output != "grid":
+            raise ConfigError(f"model.output: expected 'grid', found {self.output!r}")
         if self.hidden % self.heads:
             raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
         if self.image_size % (16 * self.image_pool):
@@ -122,26 +123,13 @@ class Block(nn.Module):
         self.fc1 = nn.Linear(d, cfg.mlp_ratio * d)
         self.fc2 = nn.Linear(cfg.mlp_ratio * d, d)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None, layer: int = 0
-    ) -> torch.Tensor:
-        """x (B,T,d); mask (B,1,T,past+T) True where a query may attend; cache: the decoder's
-        preallocated keys / values (this step's are written into it at `layer`)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B,T,d); mask (B,1,T,T) True where a query may attend."""
         B, T, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B,H,past+T,hd)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B,H,T,hd)
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, d))
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
-
-
-@dataclass
-class LayoutOutput:
-    tag_logits: torch.Tensor  # (B, T, len(TAGS)): the next tag at each input position
-    pointer_logits: torch.Tensor  # (B, W, T+1): each word over the tag positions, then "none"
-    word_row_logits: torch.Tensor  # (B, W, max_rows): each word's cell's anchor row
-    word_col_logits: torch.Tensor  # (B, W, max_cols)
 
 
 class LayoutModel(nn.Module):
@@ -152,16 +140,15 @@ class LayoutModel(nn.Module):
         self.tower = ConvTower(d)
         side = cfg.feature_side // cfg.image_pool
         self.image_pos = nn.Parameter(torch.zeros(1, side * side, d))
-        self.type_embed = nn.Embedding(3, d)  # image, word, tag
+        # image, word; a third row (the removed tag tokens') is unused, kept so saved folders load
+        self.type_embed = nn.Embedding(3, d)
         self.box_embed = nn.ModuleList(nn.Embedding(cfg.box_bins, d) for _ in range(6))  # x0 y0 x1 y1 w h
         self.roi_proj = nn.Linear(d, d)
         self.text_embed = nn.EmbeddingBag(cfg.vocab_size, d, mode="mean")
         self.order_embed = nn.Embedding(cfg.max_words, d) if cfg.word_order else None
-        if cfg.grid_hints:  # a word's line and band; the tags see how many of each there are
+        if cfg.grid_hints:  # a word's line and band
             self.line_embed = nn.Embedding(cfg.max_rows, d)
             self.band_embed = nn.Embedding(cfg.max_cols, d)
-            self.n_lines_embed = nn.Embedding(cfg.max_rows + 1, d)
-            self.n_bands_embed = nn.Embedding(cfg.max_cols + 1, d)
         if cfg.line_gaps:  # 32 bins of an eighth of a height, and "nothing there"
             self.gap_embed = nn.ModuleList(nn.Embedding(33, d) for _ in range(2))
             for emb in self.gap_embed:  # zero: a model trained without them starts unchanged
@@ -172,23 +159,7 @@ class LayoutModel(nn.Module):
                 nn.init.zeros_(emb.weight)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(d)
-        if cfg.output == "grid":  # per-word corrections of the geometric grid
-            self.grid_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, GRID_LOGITS))
-        else:
-            self.tag_embed = nn.Embedding(N_TAG_INPUTS, d)
-            self.tag_pos = nn.Embedding(cfg.max_tags, d)
-            self.row_embed = nn.Embedding(cfg.max_rows, d)
-            self.col_embed = nn.Embedding(cfg.max_cols + 1, d)
-            self.tag_head = nn.Linear(d, len(TAGS))
-            self.ptr_word = nn.Linear(d, d)
-            self.ptr_tag = nn.Linear(d, d)
-            self.ptr_none = nn.Parameter(torch.randn(d) * 0.02)
-            # The pointer query knows its fcel's slot; each word's state is taught its cell's anchor
-            # row and column (an auxiliary loss), so the pointer only has to match the two.
-            self.ptr_row = nn.Embedding(cfg.max_rows, d)
-            self.ptr_col = nn.Embedding(cfg.max_cols + 1, d)
-            self.word_row_head = nn.Linear(d, cfg.max_rows)
-            self.word_col_head = nn.Linear(d, cfg.max_cols)
+        self.grid_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, GRID_LOGITS))
         nn.init.normal_(self.image_pos, std=0.02)
 
     # -- the prefix: image tokens and word tokens -------------------------------------------
@@ -239,107 +210,11 @@ class LayoutModel(nn.Module):
             )
         return torch.cat([img, words], 1)
 
-    def hint_counts(self, lines: torch.Tensor, bands: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
-        """(B,1,d): how many lines and bands the page's words make, added to every tag (0 without hints)."""
-        cfg = self.config
-        if not cfg.grid_hints:
-            return torch.zeros(lines.shape[0], 1, cfg.hidden, device=lines.device)
-        n_lines = (
-            (lines.masked_fill(~word_mask, -1).max(1).values + 1).clamp(0, cfg.max_rows)
-            if lines.shape[1]
-            else lines.new_zeros(lines.shape[0])
-        )
-        n_bands = (
-            (bands.masked_fill(~word_mask, -1).max(1).values + 1).clamp(0, cfg.max_cols)
-            if bands.shape[1]
-            else bands.new_zeros(bands.shape[0])
-        )
-        return (self.n_lines_embed(n_lines) + self.n_bands_embed(n_bands))[:, None]
-
-    def embed_tags(
-        self, tags: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, counts: torch.Tensor, start: int = 0
-    ) -> torch.Tensor:
-        """tags, rows, cols (B,T): input tags and the grid slot each position writes next;
-        counts (B,1,d): `hint_counts`."""
-        cfg = self.config
-        pos = torch.arange(start, start + tags.shape[1], device=tags.device).clamp(max=cfg.max_tags - 1)
-        return (
-            self.tag_embed(tags)
-            + self.tag_pos(pos)
-            + self.row_embed(rows.clamp(max=cfg.max_rows - 1))
-            + self.col_embed(cols.clamp(max=cfg.max_cols))
-            + self.type_embed.weight[2]
-            + counts
-        )
-
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        """Preallocated keys / values for decoding `batch` pages of up to `max_len` positions."""
-        cfg = self.config
-        p = next(self.parameters())
-        return KVCache(cfg.layers, batch, cfg.heads, max_len, cfg.hidden // cfg.heads, p.device, p.dtype)
-
-    def run(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """The blocks over x (B,T,d) with mask (B,1,T,past+T); normed states. With a cache, this
-        step's keys / values are appended to it."""
-        for i, block in enumerate(self.blocks):
-            x = block(x, mask, cache, i)
-        if cache is not None:
-            cache.advance(x.shape[1])
+    def run(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The blocks over x (B,T,d) with mask (B,1,T,T); normed states."""
+        for block in self.blocks:
+            x = block(x, mask)
         return self.norm(x)
-
-    def pointer_keys(self, h_words: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.ptr_word(h_words), dim=-1)
-
-    def pointer_queries(
-        self, h_tags: torch.Tensor, rows_in: torch.Tensor, cols_in: torch.Tensor
-    ) -> torch.Tensor:
-        """h_tags (B,T,d) at the positions whose input tag sits in slot (rows_in, cols_in)."""
-        cfg = self.config
-        slot = self.ptr_row(rows_in.clamp(max=cfg.max_rows - 1)) + self.ptr_col(
-            cols_in.clamp(max=cfg.max_cols)
-        )
-        return F.normalize(self.ptr_tag(h_tags + slot), dim=-1)
-
-    def none_query(self) -> torch.Tensor:
-        return F.normalize(self.ptr_none, dim=-1)
-
-    def forward(
-        self,
-        pixels: torch.Tensor,
-        boxes: torch.Tensor,
-        word_mask: torch.Tensor,
-        text_ids: torch.Tensor,
-        text_offsets: torch.Tensor,
-        tags: torch.Tensor,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-        tag_mask: torch.Tensor,
-        lines: torch.Tensor,
-        bands: torch.Tensor,
-        gaps: torch.Tensor | None = None,
-        rules: torch.Tensor | None = None,
-    ) -> LayoutOutput:
-        """Teacher-forced pass. word_mask (B,W), tag_mask (B,T): True for real words / tags;
-        lines, bands (B,W): the words' grid hints."""
-        prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands, gaps, rules)
-        B, P, _ = prefix.shape
-        counts = self.hint_counts(lines, bands, word_mask)
-        x = torch.cat([prefix, self.embed_tags(tags, rows, cols, counts)], 1)
-        mask = prefix_lm_mask(self.config.image_tokens, word_mask, tag_mask)
-        h = self.run(x, mask)
-        W = boxes.shape[1]
-        h_words, h_tags = h[:, P - W : P], h[:, P:]
-        keys = self.pointer_keys(h_words)  # (B,W,d)
-        # position p's input is tag p-1, in the slot that position p-1 wrote
-        rows_in = torch.cat([rows[:, :1], rows[:, :-1]], 1)
-        cols_in = torch.cat([cols[:, :1], cols[:, :-1]], 1)
-        queries = torch.cat(
-            [self.pointer_queries(h_tags, rows_in, cols_in), self.none_query().expand(B, 1, -1)], 1
-        )  # (B,T+1,d)
-        ptr = keys @ queries.transpose(1, 2) / self.config.temperature  # (B,W,T+1)
-        return LayoutOutput(
-            self.tag_head(h_tags), ptr, self.word_row_head(h_words), self.word_col_head(h_words)
-        )
 
     def grid_logits(
         self,
@@ -354,8 +229,8 @@ class LayoutModel(nn.Module):
         rules: torch.Tensor | None = None,
         **_: torch.Tensor,
     ) -> torch.Tensor:
-        """(B, W, GRID_LOGITS): the grid head over the prefix, which attends both ways (an
-        `output: grid` model; the extra keywords of a collated batch are ignored)."""
+        """(B, W, GRID_LOGITS): the grid head over the prefix, which attends both ways (the
+        extra keywords of a collated batch are ignored)."""
         prefix = self.embed_prefix(pixels, boxes, text_ids, text_offsets, lines, bands, gaps, rules)
         B, P, _ = prefix.shape
         keys = prefix_keys(self.config.image_tokens, word_mask)
@@ -372,19 +247,15 @@ class LayoutModel(nn.Module):
         (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, output: str | None = None) -> LayoutModel:
-        """The model of `folder`. `output` other than the folder's: its prefix (tower, word
-        embeddings, blocks) under a new head, to train (a tags model's prefix starts a grid model)."""
+    def from_pretrained(cls, folder: str | Path) -> LayoutModel:
+        """The model of `folder` (weights of the removed tags head's inputs, `REMOVED_PARAMS`,
+        are dropped; inputs newer than the folder, `NEUTRAL_PARAMS`, start neutral)."""
         folder = Path(folder)
-        cfg = load_layout_config(folder)
-        convert = output is not None and output != cfg.output
-        if convert:
-            cfg = replace(cfg, output=output)
-        model = cls(cfg)
-        missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=False)
-        new = NEUTRAL_PARAMS + (("grid_head.",) if convert else ())
-        absent = [k for k in missing if not k.startswith(new)]
-        unexpected = [] if convert else unexpected  # the other output's head stays behind
+        model = cls(load_layout_config(folder))
+        state = load_file(str(folder / WEIGHTS_NAME))
+        state = {k: v for k, v in state.items() if not k.startswith(REMOVED_PARAMS)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        absent = [k for k in missing if not k.startswith(NEUTRAL_PARAMS)]
         if absent or unexpected:
             raise ConfigError(
                 f"{folder}: its weights do not fit this model (missing {absent[:5]}, unknown {unexpected[:5]})"
@@ -401,6 +272,13 @@ def load_layout_config(folder: str | Path) -> LayoutConfig:
         raise ConfigError(f"{path}: cannot read the model config ({e})") from e
     if raw.pop("model_type", None) != MODEL_TYPE:
         raise ConfigError(f"{path}: not a {MODEL_TYPE} model")
+    if raw.get("output", "tags") == "tags":  # a folder without the key predates the grid head
+        raise ConfigError(
+            f"{path}: a model of the OTSL-tags head (output: tags), which was removed; "
+            "the layout model needs a grid model (output: grid, configs/layout-grid.yaml)"
+        )
+    for key in REMOVED_KEYS:
+        raw.pop(key, None)
     known = set(LayoutConfig.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -420,19 +298,3 @@ def prefix_keys(image_tokens: int, word_mask: torch.Tensor) -> torch.Tensor:
     """(B, I+W) bool: the prefix positions a query may attend to (every image token, the real words)."""
     ones = torch.ones(word_mask.shape[0], image_tokens, dtype=torch.bool, device=word_mask.device)
     return torch.cat([ones, word_mask], 1)
-
-
-def prefix_lm_mask(image_tokens: int, word_mask: torch.Tensor, tag_mask: torch.Tensor) -> torch.Tensor:
-    """(B,1,L,L) bool over [image | words | tags]: every query sees the real prefix tokens; a tag
-    also sees the real tags up to itself; no prefix token sees a tag."""
-    B = word_mask.shape[0]
-    T = tag_mask.shape[1]
-    dev = word_mask.device
-    keys_prefix = prefix_keys(image_tokens, word_mask)
-    P = keys_prefix.shape[1]
-    L = P + T
-    mask = torch.zeros(B, L, L, dtype=torch.bool, device=dev)
-    mask[:, :, :P] = keys_prefix[:, None, :]
-    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=dev))
-    mask[:, P:, P:] = causal[None] & tag_mask[:, None, :]
-    return mask[:, None]

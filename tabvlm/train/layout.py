@@ -1,8 +1,7 @@
 """Training the layout model (`stage: layout`) on synthetic tables whose words come from the
-renderer, with reader noise: the grid head's decisions (`output: grid`, `grid_head_loss`), or tag
-cross-entropy + pointer cross-entropy (`output: tags`, `layout_loss`).
+renderer, with reader noise: the grid head's decisions (`grid_head_loss`).
 
-Run as: tabvlm train configs/layout-grid.yaml [key=value ...] [--resume]   (configs/layout.yaml: the tags model)
+Run as: tabvlm train configs/layout-grid.yaml [key=value ...] [--resume]
 
 The loop: a DataLoader worker draws samples i = consumed, consumed+1, ... (`LayoutSamples`:
 synthetic tables, and user records by `data.files_ratio`; deterministic per index, so a resumed
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tabvlm.data.layout import LayoutDataConfig, LayoutSamples, SynthLayoutSamples, collate_layout
 from tabvlm.errors import ConfigError
 from tabvlm.evaluate import teds
-from tabvlm.layout_decode import decode_layout
+from tabvlm.layout_decode import decode_grid
 from tabvlm.layout_grid import GRID_FIELDS, IGNORE, N_BINARY, SPAN_CLASSES
 from tabvlm.model.layout import LayoutConfig, LayoutModel, load_layout_config
 from tabvlm.model.vlm import TOKENIZER_NAME
@@ -46,7 +45,6 @@ from tabvlm.train.trainer import lr_factor
 logger = logging.getLogger(__name__)
 TRAINER_STATE = "trainer.pt"
 EVAL_SEED_OFFSET = 1_000_003
-TARGET_KEYS = ("tag_targets", "word_targets", "word_rows", "word_cols", "grid_targets")
 
 
 @dataclass
@@ -62,8 +60,6 @@ class LayoutTrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    pointer_weight: float = 1.0
-    grid_weight: float = 0.5  # auxiliary loss: each word's cell's row and column from its state
     dtype: str = "auto"  # auto: bf16 autocast on a CPU with AVX512-BF16 (or CUDA), else fp32
     threads: int = 0  # torch threads; 0: torch's default
     num_workers: int = 1
@@ -97,52 +93,6 @@ class _Stream(IterableDataset):
         while True:
             yield self.samples[i]
             i += n
-
-
-def layout_loss(
-    model: LayoutModel, batch: dict[str, torch.Tensor], pointer_weight: float = 1.0, grid_weight: float = 0.5
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean tag cross-entropy + pointer_weight x mean pointer cross-entropy (over real words).
-    A word's pointer logits are masked to the fcel positions of its own table and the none slot.
-    A grid model's loss is `grid_head_loss`."""
-    if model.config.output == "grid":
-        return grid_head_loss(model, batch)
-    inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
-    out = model(**inputs)
-    tag_loss = F.cross_entropy(
-        out.tag_logits.float().flatten(0, 1), batch["tag_targets"].flatten(), ignore_index=-100
-    )
-    # A key position is a candidate when the tag input there is fcel (tags[p] is the target p-1).
-    is_fcel = batch["tags"] == 0
-    cand = torch.cat([is_fcel & batch["tag_mask"], torch.ones_like(is_fcel[:, :1])], 1)  # (B,T+1)
-    ptr = out.pointer_logits.float().masked_fill(~cand[:, None, :], -1e4)
-    targets = batch["word_targets"]
-    if (targets >= 0).any():
-        ptr_loss = F.cross_entropy(ptr.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        with torch.no_grad():
-            valid = targets >= 0
-            ptr_acc = (ptr.argmax(-1) == targets)[valid].float().mean().item()
-    else:
-        ptr_loss, ptr_acc = ptr.sum() * 0, float("nan")
-    with torch.no_grad():
-        valid = batch["tag_targets"] >= 0
-        tag_acc = (out.tag_logits.argmax(-1) == batch["tag_targets"])[valid].float().mean().item()
-    cfg = model.config
-    grid_loss = ptr_loss * 0
-    if grid_weight and (batch["word_rows"] >= 0).any():
-        rows = batch["word_rows"].clamp(max=cfg.max_rows - 1).masked_fill(batch["word_rows"] < 0, -100)
-        cols = batch["word_cols"].clamp(max=cfg.max_cols - 1).masked_fill(batch["word_cols"] < 0, -100)
-        grid_loss = F.cross_entropy(
-            out.word_row_logits.float().flatten(0, 1), rows.flatten(), ignore_index=-100
-        ) + F.cross_entropy(out.word_col_logits.float().flatten(0, 1), cols.flatten(), ignore_index=-100)
-    loss = tag_loss + pointer_weight * ptr_loss + grid_weight * grid_loss
-    return loss, {
-        "tag_loss": tag_loss.item(),
-        "ptr_loss": ptr_loss.item(),
-        "grid_loss": grid_loss.item(),
-        "tag_acc": tag_acc,
-        "ptr_acc": ptr_acc,
-    }
 
 
 def group_mean_logits(
@@ -197,11 +147,10 @@ def grid_head_loss(
     return total, stats
 
 
-def _init_from(folder: str, output: str) -> LayoutModel:
+def _init_from(folder: str) -> LayoutModel:
     """A layout model folder's weights, for more training (`LayoutModel.from_pretrained`: inputs
-    newer than the folder start neutral, `NEUTRAL_PARAMS`; a folder of another `output` gives its
-    prefix to a new head; other mismatches are a ConfigError)."""
-    return LayoutModel.from_pretrained(folder, output=output).train()
+    newer than the folder start neutral, `NEUTRAL_PARAMS`; other mismatches are a ConfigError)."""
+    return LayoutModel.from_pretrained(folder).train()
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -223,7 +172,7 @@ class LayoutTrainer:
         # metrics say what the whole lineage took
         self.before = {"steps": 0, "samples": 0, "core_hours": 0.0}
         if cfg.init_from:
-            self.model = _init_from(cfg.init_from, cfg.model.output)
+            self.model = _init_from(cfg.init_from)
             cfg.model = self.model.config
             done = Path(cfg.init_from) / "metrics.json"
             if done.is_file():
@@ -312,7 +261,7 @@ class LayoutTrainer:
             for i in range(0, n, 8):
                 items = [held.raw(j) for j in range(i, min(n, i + 8))]
                 batch = [held[j] for j in range(i, min(n, i + 8))]
-                res = decode_layout(self.model, [s.inputs for s in batch], [s.words for s in batch])
+                res = decode_grid(self.model, [s.inputs for s in batch], [s.words for s in batch])
                 for (table, *_), r in zip(items, res):
                     gt, pred = to_html(table), to_html(r.table)
                     scores.append(teds(pred, gt))
@@ -341,7 +290,7 @@ class LayoutTrainer:
             for g in self.opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(self.step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
             with self.autocast:
-                loss, stats = layout_loss(self.model, batch, cfg.pointer_weight, cfg.grid_weight)
+                loss, stats = grid_head_loss(self.model, batch)
             if not math.isfinite(loss.item()):
                 raise ConfigError(f"step {self.step}: loss is {loss.item()}; lower lr")
             self.opt.zero_grad(set_to_none=True)
@@ -390,4 +339,4 @@ def load_layout_train_config(raw: dict[str, Any]) -> LayoutTrainConfig:
     return from_dict(LayoutTrainConfig, raw)
 
 
-__all__ = ["LayoutTrainConfig", "LayoutTrainer", "layout_loss", "load_layout_config"]
+__all__ = ["LayoutTrainConfig", "LayoutTrainer", "grid_head_loss", "load_layout_config"]

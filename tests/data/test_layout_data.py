@@ -7,12 +7,12 @@ import pytest
 
 from tabvlm.data.align import align_words
 from tabvlm.data.fonts import discover_fonts
-from tabvlm.data.layout import LayoutDataConfig, SynthLayoutSamples, layout_targets
+from tabvlm.data.layout import LayoutDataConfig, LayoutInputs, SynthLayoutSamples, layout_targets
 from tabvlm.data.noise import NoiseConfig, add_reader_noise
 from tabvlm.data.render import RenderConfig, make_sample
 from tabvlm.data.synth import SynthConfig
 from tabvlm.errors import ConfigError
-from tabvlm.model.layout import TAGS, LayoutConfig
+from tabvlm.model.layout import LayoutConfig
 from tabvlm.read.truth import truth_words
 from tabvlm.read.words import Word, join_words
 from tabvlm.tables.grid import Cell, Table
@@ -108,16 +108,23 @@ def test_synthetic_stream_is_deterministic_and_within_limits():
     for i in range(4):
         sa, sb = a[i], b[i]
         assert sa.targets == sb.targets and [w.text for w in sa.words] == [w.text for w in sb.words]
-        assert len(sa.words) <= 300 and len(sa.targets.tags) <= 200
-        assert TAGS[sa.targets.tags[-1]] == "end"
+        assert len(sa.words) <= 300 and len(sa.targets.grid) == len(sa.words)
+        table = a.raw(i)[0]
+        assert table.n_rows <= 20 and table.n_cols <= 8 and table.n_rows * (table.n_cols + 1) + 1 <= 200
         assert sa.inputs.pixels.shape == (1, cfg.image_size, cfg.image_size)
         assert ((sa.inputs.boxes >= 0) & (sa.inputs.boxes <= 1)).all()
 
 
-def test_targets_of_an_empty_cell_word_point_nowhere():
+def test_a_word_of_an_empty_cell_is_outside_the_table():
+    import torch
+
     table = Table(1, 2, [Cell("a", 0, 0), Cell("", 0, 1)])
-    t = layout_targets(table, [0, 1])
-    assert t.word_targets == [1, -1] and t.word_rows == [0, -1]
+    x = LayoutInputs(
+        torch.zeros(1, 8, 8, dtype=torch.uint8), torch.zeros(2, 4), [[1], [2]],
+        torch.tensor([0, 0]), torch.tensor([0, 1]),
+    )  # fmt: skip
+    grid = layout_targets(table, [0, 1], x).grid
+    assert grid[0][:3] == [1, 1, 0] and grid[1] == [-100, -100, 1, -100, -100, -100, -100]
 
 
 def test_page_text_is_outside_the_table_and_keeps_the_table_words():
@@ -148,7 +155,7 @@ def test_shard_samples_carry_their_words_and_targets(tmp_path):
     drawn = [make_sample(9, i, SynthConfig(rows=(2, 4), cols=(2, 3)), CLEAN, FONTS) for i in range(3)]
     write_shard(tmp_path / "shard-000000.tar", [(t, r, 9, i) for i, (t, r) in enumerate(drawn)])
     cfg = LayoutDataConfig(shards=[str(tmp_path / "*.tar")], shard_ratio=1.0, noise_rate=0.0)
-    samples = LayoutSamples(cfg, LayoutConfig(output="grid"), load_tokenizer())
+    samples = LayoutSamples(cfg, LayoutConfig(), load_tokenizer())
     for i in range(3):
         s = samples[i]  # shard_ratio 1: every sample comes from the shard, i-th drawn -> i-th sample
         words, _ = truth_words(drawn[i][1], drawn[i][0])
@@ -209,7 +216,7 @@ def test_reader_words_of_a_shard_go_to_the_cells_they_cover(tmp_path):
         shard_words="reader",
         read_cache=str(tmp_path / "read"),
     )
-    s = LayoutSamples(cfg, LayoutConfig(output="grid"), load_tokenizer())[0]
+    s = LayoutSamples(cfg, LayoutConfig(), load_tokenizer())[0]
     assert [w.text for w in s.words] == [w.text for w in fake]
     outside = [g[2] for g in s.targets.grid]
     assert outside[-1] == 1 and not any(outside[:-1])

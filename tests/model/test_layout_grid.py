@@ -1,5 +1,5 @@
 """The grid head: labels from a known grid, the grid they assemble back into, the ruling marks, a
-tiny grid model that learns two tables, and a tags model's prefix under a new grid head."""
+tiny grid model that learns two tables, and a request's tag budget."""
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from tabvlm.data.layout import (
     ruling_marks,
     vertical_gaps,
 )
-from tabvlm.layout_decode import decode_layout
+from tabvlm.layout_decode import decode_grid
 from tabvlm.layout_grid import (
     GRID_FIELDS,
     GRID_LOGITS,
@@ -28,7 +28,7 @@ from tabvlm.model.layout import LayoutModel
 from tabvlm.read.words import Word
 from tabvlm.tables.grid import Cell, Table
 from tabvlm.tables.html import to_html
-from tabvlm.train.layout import layout_loss
+from tabvlm.train.layout import grid_head_loss
 
 from .test_layout import TOK, tiny_config
 
@@ -74,7 +74,7 @@ def grid_page(table: Table = TABLE):
 
 def test_labels_assemble_back_into_the_table():
     img, words, cells = grid_page()
-    x = encode_inputs(img, words, tiny_config(output="grid"), TOK)
+    x = encode_inputs(img, words, tiny_config(), TOK)
     labels = layout_targets(TABLE, cells, x).grid
     assert len(labels) == len(words) and all(len(lab) == len(GRID_FIELDS) for lab in labels)
     by_text = dict(zip((w.text for w in words), labels))
@@ -93,7 +93,7 @@ def test_words_outside_the_table_are_left_out():
     img, words, cells = grid_page()
     caption = Word("Table", (0, 200, 40, 210))
     words, cells = [*words, caption], [*cells, -1]
-    x = encode_inputs(img, words, tiny_config(output="grid"), TOK)
+    x = encode_inputs(img, words, tiny_config(), TOK)
     labels = layout_targets(TABLE, cells, x).grid
     assert labels[-1] == [IGNORE, IGNORE, 1, IGNORE, IGNORE, IGNORE, IGNORE]
     table, word_cells = assemble_grid(words, x.lines.tolist(), x.bands.tolist(), label_logits(labels))
@@ -140,7 +140,7 @@ def test_ruling_marks_see_a_rule_between_two_lines():
 
 def test_a_tiny_grid_model_learns_two_tables():
     torch.manual_seed(0)
-    cfg = tiny_config(output="grid")
+    cfg = tiny_config()
     model = LayoutModel(cfg)
     plain = Table(2, 2, [Cell("a", 0, 0), Cell("b c", 0, 1), Cell("d", 1, 0), Cell("e", 1, 1)])
     data = []
@@ -152,38 +152,23 @@ def test_a_tiny_grid_model_learns_two_tables():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for _ in range(150):
-        loss, stats = layout_loss(model, batch)
+        loss, stats = grid_head_loss(model, batch)
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert loss.item() < first / 10
     model.eval()
-    res = decode_layout(model, [d.inputs for d in data], [d.words for d in data])
+    res = decode_grid(model, [d.inputs for d in data], [d.words for d in data])
     assert [to_html(r.table) for r in res] == [to_html(TABLE), to_html(plain)]
     assert res[0].finish_reason == "stop" and res[0].tags[-1] == "nl"
-
-
-def test_a_tags_model_gives_its_prefix_to_a_grid_model(tmp_path):
-    torch.manual_seed(0)
-    tags = LayoutModel(tiny_config())
-    tags.save_pretrained(tmp_path / "tags")
-    grid = LayoutModel.from_pretrained(tmp_path / "tags", output="grid")
-    assert grid.config.output == "grid" and not hasattr(grid, "tag_head")
-    assert torch.equal(grid.blocks[0].qkv.weight, tags.blocks[0].qkv.weight)
-    grid.save_pretrained(tmp_path / "grid")
-    again = LayoutModel.from_pretrained(tmp_path / "grid")
-    assert again.config.output == "grid"
-    assert torch.equal(again.grid_head[0].weight, grid.grid_head[0].weight)
 
 
 def test_a_tag_budget_keeps_the_first_rows():
     """A request's max_tokens reaches a grid model as a tag budget (the end tag included): the
     rows that fit, spans cut at the last row, finish reason "length"; a large budget changes
     nothing."""
-    from tabvlm.layout_decode import decode_grid
-
-    model = LayoutModel(tiny_config(output="grid")).eval()
+    model = LayoutModel(tiny_config()).eval()
     img, words, cells = grid_page()
     x = encode_inputs(img, words, model.config, TOK)
     labels = layout_targets(TABLE, cells, x).grid
