@@ -46,7 +46,8 @@ class LayoutInputs:
     text_ids: list[list[int]]
     lines: torch.Tensor | None = None  # (W,) long: each word's visual line (`grid_hints`)
     bands: torch.Tensor | None = None  # (W,) long: each word's column band
-    gaps: torch.Tensor | None = None  # (W, 2) long: quantised space above / below (`vertical_gaps`)
+    # (W, 4) long: quantised space above / below (`vertical_gaps`), left / right (`horizontal_gaps`)
+    gaps: torch.Tensor | None = None
     rules: torch.Tensor | None = (
         None  # (W, 4) long: ink of a ruling above / below / left / right (`ruling_marks`)
     )
@@ -71,6 +72,26 @@ def vertical_gaps(words: Sequence[Word]) -> np.ndarray:
         best = np.where(valid, dist, np.inf).min(1)
         found = np.isfinite(best)
         out[found, col] = np.clip(np.round(np.maximum(best[found], 0) / h[found] * 8), 0, GAP_BINS - 1)
+    return out
+
+
+def horizontal_gaps(words: Sequence[Word], lines: Sequence[int]) -> np.ndarray:
+    """(W, 2): for each word, the space to the nearest word left and right of it on its visual
+    line (`grid_hints`), in eighths of its height (GAP_BINS: none). A word space inside a cell's
+    text is a fraction of a height, a gap between columns several: where a header's words make
+    column bands of their own (its text wider than the column's data), this says the bands hold
+    one phrase."""
+    out = np.full((len(words), 2), GAP_BINS, np.int64)
+    by_line: dict[int, list[int]] = {}
+    for i, k in enumerate(lines):
+        by_line.setdefault(k, []).append(i)
+    for members in by_line.values():
+        members.sort(key=lambda i: words[i].box[0])
+        for i, j in zip(members, members[1:]):
+            gap = max(0.0, words[j].box[0] - words[i].box[2])
+            for w, col in ((i, 1), (j, 0)):
+                h = max(1.0, words[w].box[3] - words[w].box[1])
+                out[w, col] = min(GAP_BINS - 1, round(gap / h * 8))
     return out
 
 
@@ -195,7 +216,7 @@ def encode_inputs(
     boxes = torch.tensor([list(wd.box) for wd in words], dtype=torch.float32).reshape(-1, 4) / side
     ids = tokenizer.encode_batch([wd.text for wd in words]) if words else []
     lines, bands = grid_hints(words)
-    gaps = vertical_gaps(words)
+    gaps = np.concatenate([vertical_gaps(words), horizontal_gaps(words, lines)], 1)
     return LayoutInputs(
         torch.from_numpy(canvas)[None],
         boxes.clamp(0, 1),
@@ -233,7 +254,7 @@ def collate_layout(samples: Sequence[LayoutSample], pad_to: int = 1) -> dict[str
     word_mask = torch.zeros(B, W, dtype=torch.bool)
     lines = torch.zeros(B, W, dtype=torch.long)
     bands = torch.zeros(B, W, dtype=torch.long)
-    gaps = torch.full((B, W, 2), GAP_BINS, dtype=torch.long)
+    gaps = torch.full((B, W, 4), GAP_BINS, dtype=torch.long)
     rules = torch.zeros(B, W, 4, dtype=torch.long)
     grid_labels = torch.full((B, W, len(GRID_FIELDS)), -100, dtype=torch.long)
     flat: list[int] = []

@@ -56,7 +56,9 @@ class LayoutConfig:
     image_pool: int = 2  # image tokens: the S/16 feature map average-pooled by this
     word_order: bool = True  # embed each word's index in reading order (cells' words come in runs)
     grid_hints: bool = True  # embed each word's visual line and column band (tabvlm.data.layout.grid_hints)
-    line_gaps: bool = True  # embed the space above / below each word (tabvlm.data.layout.vertical_gaps)
+    # embed the space above / below / left / right of each word (tabvlm.data.layout.vertical_gaps,
+    # horizontal_gaps; a folder saved with two gap embeddings loads the other two at zero)
+    line_gaps: bool = True
     roi_points: int = 3  # RoI pooling samples roi_points^2 points inside each word's box
     max_words: int = 768
     max_tags: int = 1024  # training tables' limit in OTSL tags, rows x (cols + 1) + 1 (`fits_model`)
@@ -150,7 +152,7 @@ class LayoutModel(nn.Module):
             self.line_embed = nn.Embedding(cfg.max_rows, d)
             self.band_embed = nn.Embedding(cfg.max_cols, d)
         if cfg.line_gaps:  # 32 bins of an eighth of a height, and "nothing there"
-            self.gap_embed = nn.ModuleList(nn.Embedding(33, d) for _ in range(2))
+            self.gap_embed = nn.ModuleList(nn.Embedding(33, d) for _ in range(4))
             for emb in self.gap_embed:  # zero: a model trained without them starts unchanged
                 nn.init.zeros_(emb.weight)
         if cfg.rulings:  # above, below, left, right; zero: a model trained without them starts unchanged
@@ -201,7 +203,7 @@ class LayoutModel(nn.Module):
             words = words + self.line_embed(lines.clamp(max=cfg.max_rows - 1))
             words = words + self.band_embed(bands.clamp(max=cfg.max_cols - 1))
         if cfg.line_gaps and gaps is not None:
-            words = words + self.gap_embed[0](gaps[..., 0]) + self.gap_embed[1](gaps[..., 1])
+            words = words + sum(emb(gaps[..., k]) for k, emb in enumerate(self.gap_embed[: gaps.shape[-1]]))
         if cfg.rulings and rules is not None:
             words = words + sum(emb(rules[..., k]) for k, emb in enumerate(self.rule_embed))
         if self.order_embed is not None:

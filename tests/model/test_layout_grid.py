@@ -6,10 +6,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from tabvlm.data.layout import (
+    GAP_BINS,
     LayoutSample,
     collate_layout,
     encode_inputs,
     grid_hints,
+    horizontal_gaps,
     layout_targets,
     ruling_marks,
     vertical_gaps,
@@ -122,6 +124,46 @@ def test_conflicting_spans_are_cut_back_to_a_valid_grid():
 def test_no_words_is_an_empty_table():
     table, cells = assemble_grid([], [], [], np.zeros((0, GRID_LOGITS)))
     assert (table.n_rows, table.n_cols, cells) == (1, 1, [])
+
+
+def test_horizontal_gaps_tell_a_word_space_from_a_column_gap():
+    """A header wider than its column's data makes bands of its own words; the space between
+    them (a fraction of a height) is what says they are one phrase, unlike a column gap."""
+    words = [
+        Word("All", (0, 0, 20, 10)),
+        Word("companies", (23, 0, 80, 10)),  # a word space (3 px = 2.4 eighths of the height)
+        Word("Total", (120, 0, 150, 10)),  # a column gap of 4 heights
+        Word("21", (0, 20, 12, 30)),  # alone on its line
+    ]
+    lines, bands = grid_hints(words)
+    assert len(set(bands[:2])) == 2  # the word space splits the band: the model must join them
+    gaps = horizontal_gaps(words, lines)
+    assert gaps.tolist() == [[GAP_BINS, 2], [2, GAP_BINS - 1], [GAP_BINS - 1, GAP_BINS], [GAP_BINS, GAP_BINS]]
+    assert horizontal_gaps([], []).shape == (0, 2)
+
+
+def test_a_folder_saved_with_two_gap_embeddings_computes_what_it_did(tmp_path):
+    """The left / right gaps came after the shipped model: its folder lacks their embeddings,
+    which load at zero, so its outputs do not change."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = LayoutModel(tiny_config(output="grid"))
+    for emb in model.gap_embed:
+        torch.nn.init.normal_(emb.weight)
+    model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = {
+        k: v for k, v in load_file(str(weights)).items() if not k.startswith(("gap_embed.2", "gap_embed.3"))
+    }
+    save_file(state, str(weights))
+    loaded = LayoutModel.from_pretrained(tmp_path)
+    assert not loaded.gap_embed[2].weight.any() and not loaded.gap_embed[3].weight.any()
+    img, words, cells = grid_page(TABLE)
+    x = encode_inputs(img, words, loaded.config, TOK)
+    batch = collate_layout([LayoutSample(x, layout_targets(TABLE, cells, x), words)])
+    two = dict(batch, gaps=batch["gaps"][..., :2])
+    assert torch.equal(loaded.grid_logits(**batch), loaded.grid_logits(**two))
 
 
 def test_ruling_marks_see_a_rule_between_two_lines():
