@@ -36,3 +36,13 @@ def write_result(path: str | Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run_info() | result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}")
+
+
+def page_words(item: Any, reader: str, image: Any = None) -> list:
+    """A GT item's words: its own (`reader` "truth", where the set has them) or PP-OCRv6's, read
+    from `image` when given (already loaded) else from the item's image."""
+    if reader == "truth" and item.words is not None:
+        return item.words
+    from tabvlm.read import read_words
+
+    return read_words(item.image if image is None else image)

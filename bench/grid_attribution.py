@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_result  # noqa: E402
+from common import ROOT, page_words, write_result  # noqa: E402
 
 from tabvlm.data.align import align_words  # noqa: E402
 from tabvlm.data.layout import encode_inputs  # noqa: E402
@@ -30,6 +30,7 @@ from tabvlm.image import load_image  # noqa: E402
 from tabvlm.layout_decode import grid_page_logits  # noqa: E402
 from tabvlm.layout_grid import (  # noqa: E402
     GRID_FIELDS,
+    GRID_LOGITS,
     IGNORE,
     N_BINARY,
     SPAN_CLASSES,
@@ -38,7 +39,6 @@ from tabvlm.layout_grid import (  # noqa: E402
     label_logits,
 )
 from tabvlm.layout_recognizer import LayoutRecognizer  # noqa: E402
-from tabvlm.read import read_words  # noqa: E402
 from tabvlm.tables.html import parse_html, to_html  # noqa: E402
 
 # logit columns of each group of decisions
@@ -78,12 +78,12 @@ def main() -> int:
         seen = np.zeros(len(GRID_FIELDS))
         for it in items:
             image = load_image(it.image)
-            words = it.words if args.reader == "truth" and it.words is not None else read_words(image)
+            words = page_words(it, args.reader, image)
             table = parse_html(it.html)
             x = encode_inputs(image, words, rec.model.config, rec.tokenizer)
             lines, bands = x.lines.tolist(), x.bands.tolist()
             labels = grid_targets(table, align_words(words, table), lines, bands)
-            model = grid_page_logits(rec.model, [x])[0] if words else np.zeros((0, len(GROUPS)))
+            model = grid_page_logits(rec.model, [x])[0] if words else np.zeros((0, GRID_LOGITS))
             truth = label_logits(labels)
             if words:
                 lab = np.asarray(labels)

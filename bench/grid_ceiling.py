@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_result  # noqa: E402
+from common import ROOT, page_words, write_result  # noqa: E402
 
 from tabvlm.data.align import align_words  # noqa: E402
 from tabvlm.data.layout import grid_hints  # noqa: E402
@@ -37,7 +37,6 @@ from tabvlm.layout_grid import (  # noqa: E402
     grid_targets,
     label_logits,
 )
-from tabvlm.read import read_words  # noqa: E402
 from tabvlm.tables.html import parse_html, to_html  # noqa: E402
 
 
@@ -62,7 +61,7 @@ def main() -> int:
         items = load_gt(data)
         preds: dict[str, dict[str, str]] = {"prior": {}, "ceiling": {}}
         for it in items:
-            words = it.words if args.reader == "truth" and it.words is not None else read_words(it.image)
+            words = page_words(it, args.reader)
             table = parse_html(it.html)
             lines, bands = grid_hints(words)
             labels = grid_targets(table, align_words(words, table), lines, bands)

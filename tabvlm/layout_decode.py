@@ -5,7 +5,6 @@ cells (`decode_grid`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +15,7 @@ from tabvlm.layout_grid import assemble_grid
 from tabvlm.model.layout import LayoutModel
 from tabvlm.read.words import Word
 from tabvlm.tables.grid import Cell, Table
-from tabvlm.tables.otsl import to_otsl
-
-_OTSL_TAG = re.compile(r"<(fcel|ecel|lcel|ucel|xcel|nl)>")
+from tabvlm.tables.otsl import otsl_tags
 
 
 @dataclass
@@ -49,7 +46,7 @@ def decode_grid(
         if max_tags is not None and table.n_rows * (table.n_cols + 1) + 1 > max_tags:
             table, cells = _first_rows(table, cells, max(1, (max_tags - 1) // (table.n_cols + 1)))
             finish = "length"
-        results.append(LayoutResult(table, _OTSL_TAG.findall(to_otsl(table)), cells, finish))
+        results.append(LayoutResult(table, otsl_tags(table), cells, finish))
     return results
 
 

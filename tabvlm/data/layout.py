@@ -75,28 +75,44 @@ def vertical_gaps(words: Sequence[Word]) -> np.ndarray:
     return out
 
 
-def horizontal_gaps(words: Sequence[Word], lines: Sequence[int]) -> np.ndarray:
-    """(W, 2): for each word, the space to the nearest word left and right of it on its visual
-    line (`grid_hints`), in eighths of its height (GAP_BINS: none). A word space inside a cell's
-    text is a fraction of a height, a gap between columns several: where a header's words make
-    column bands of their own (its text wider than the column's data), this says the bands hold
-    one phrase."""
-    out = np.full((len(words), 2), GAP_BINS, np.int64)
+def side_gaps(words: Sequence[Word], lines: Sequence[int]) -> np.ndarray:
+    """(W, 2) float: for each word, the space in pixels to the nearest word left and right of it
+    on its visual line (`grid_hints`; inf: none)."""
+    out = np.full((len(words), 2), np.inf)
     by_line: dict[int, list[int]] = {}
     for i, k in enumerate(lines):
         by_line.setdefault(k, []).append(i)
     for members in by_line.values():
         members.sort(key=lambda i: words[i].box[0])
         for i, j in zip(members, members[1:]):
-            gap = max(0.0, words[j].box[0] - words[i].box[2])
-            for w, col in ((i, 1), (j, 0)):
-                h = max(1.0, words[w].box[3] - words[w].box[1])
-                out[w, col] = min(GAP_BINS - 1, round(gap / h * 8))
+            out[i, 1] = out[j, 0] = max(0.0, words[j].box[0] - words[i].box[2])
+    return out
+
+
+def horizontal_gaps(
+    words: Sequence[Word], lines: Sequence[int], sides: np.ndarray | None = None
+) -> np.ndarray:
+    """(W, 2): for each word, the space to the nearest word left and right of it on its visual
+    line (`side_gaps`, or `sides` already computed), in eighths of its height (GAP_BINS: none). A
+    word space inside a cell's text is a fraction of a height, a gap between columns several:
+    where a header's words make column bands of their own (its text wider than the column's
+    data), this says the bands hold one phrase."""
+    sides = side_gaps(words, lines) if sides is None else sides
+    out = np.full((len(words), 2), GAP_BINS, np.int64)
+    for w, word in enumerate(words):
+        h = max(1.0, word.box[3] - word.box[1])
+        for col in (0, 1):
+            if np.isfinite(sides[w, col]):
+                out[w, col] = min(GAP_BINS - 1, round(sides[w, col] / h * 8))
     return out
 
 
 def ruling_marks(
-    gray: np.ndarray, words: Sequence[Word], lines: Sequence[int], gaps: np.ndarray
+    gray: np.ndarray,
+    words: Sequence[Word],
+    lines: Sequence[int],
+    gaps: np.ndarray,
+    sides: np.ndarray | None = None,
 ) -> np.ndarray:
     """(W, 4): for each word, how much of a ruling lies above, below, left and right of it: the
     darkest single pixel row (above / below) or column (left / right) in a strip along that edge,
@@ -107,7 +123,8 @@ def ruling_marks(
     strokes cover much less of it. A ruling between two lines says "a new row" where the gap
     alone cannot (real rows sit as close as a cell's own lines); the pooled image tokens are too
     coarse to show a one-pixel rule. `lines` and `gaps` are the words' `grid_hints` lines and
-    `vertical_gaps` (eighths of a height; GAP_BINS: none), computed once by the caller."""
+    `vertical_gaps` (eighths of a height; GAP_BINS: none), `sides` their `side_gaps` (computed
+    from `lines` when not given)."""
     out = np.zeros((len(words), 4), np.int64)
     if not words:
         return out
@@ -115,16 +132,7 @@ def ruling_marks(
     H, Wd = ink.shape
     b = np.array([w.box for w in words], np.float32)
     h = np.maximum(1.0, b[:, 3] - b[:, 1])
-    left_gap = np.full(len(words), np.inf, np.float32)
-    right_gap = np.full(len(words), np.inf, np.float32)
-    by_line: dict[int, list[int]] = {}
-    for i, k in enumerate(lines):
-        by_line.setdefault(k, []).append(i)
-    for line in by_line.values():
-        line.sort(key=lambda j: b[j, 0])
-        for a, c in zip(line, line[1:]):
-            g = max(0.0, b[c, 0] - b[a, 2])
-            right_gap[a], left_gap[c] = g, g
+    sides = side_gaps(words, lines) if sides is None else sides
 
     def darkest(r0: float, r1: float, c0: float, c1: float, axis: int) -> float:
         """The largest share of dark pixels along one row (axis 1) or column (axis 0) of the
@@ -141,7 +149,7 @@ def ruling_marks(
         inner = hi / 3
         up = hi if gaps[i, 0] == GAP_BINS else gaps[i, 0] * hi / 8
         down = hi if gaps[i, 1] == GAP_BINS else gaps[i, 1] * hi / 8
-        lg, rg = min(hi, left_gap[i]), min(hi, right_gap[i])
+        lg, rg = min(hi, float(sides[i, 0])), min(hi, float(sides[i, 1]))
         xa, xb = x0 - hi / 2, x1 + hi / 2  # the widened spans
         ya, yb = y0 - hi / 2, y1 + hi / 2
         vals = (
@@ -216,7 +224,8 @@ def encode_inputs(
     boxes = torch.tensor([list(wd.box) for wd in words], dtype=torch.float32).reshape(-1, 4) / side
     ids = tokenizer.encode_batch([wd.text for wd in words]) if words else []
     lines, bands = grid_hints(words)
-    gaps = np.concatenate([vertical_gaps(words), horizontal_gaps(words, lines)], 1)
+    sides = side_gaps(words, lines)
+    gaps = np.concatenate([vertical_gaps(words), horizontal_gaps(words, lines, sides)], 1)
     return LayoutInputs(
         torch.from_numpy(canvas)[None],
         boxes.clamp(0, 1),
@@ -224,7 +233,7 @@ def encode_inputs(
         torch.tensor(lines, dtype=torch.long),
         torch.tensor(bands, dtype=torch.long),
         torch.from_numpy(gaps),
-        torch.from_numpy(ruling_marks(np.asarray(image.convert("L")), words, lines, gaps)),
+        torch.from_numpy(ruling_marks(np.asarray(image.convert("L")), words, lines, gaps, sides)),
     )
 
 

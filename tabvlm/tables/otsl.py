@@ -54,6 +54,11 @@ def to_otsl(table: Table) -> str:
     return "".join(parts)
 
 
+def otsl_tags(table: Table) -> list[str]:
+    """The OTSL tags of a valid grid, without the cells' text: ["fcel", "lcel", ..., "nl"]."""
+    return _TOKEN_RE.findall(to_otsl(table))
+
+
 def _split_rows(text: str, strict: bool) -> list[list[tuple[str, str]]]:
     """Rows of (token name, raw text after it); stray text repaired as the module docstring says."""
     pieces = _TOKEN_RE.split(text)  # [text, name, text, name, text, ...]

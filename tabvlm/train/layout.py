@@ -129,12 +129,11 @@ def grid_head_loss(
         if not valid.any():
             stats[f"{name}_acc"] = float("nan")
             continue
-        if k in groups:
-            z, t = group_mean_logits(logits[..., k], y[..., k], groups[k], valid)
-            loss = F.binary_cross_entropy_with_logits(z, t)
-            acc = ((z > 0).float() == t).float().mean().item()
-        elif k < N_BINARY:
-            z, t = logits[..., k][valid], y[..., k][valid].float()
+        if k < N_BINARY:
+            if k in groups:
+                z, t = group_mean_logits(logits[..., k], y[..., k], groups[k], valid)
+            else:
+                z, t = logits[..., k][valid], y[..., k][valid].float()
             loss = F.binary_cross_entropy_with_logits(z, t)
             acc = ((z > 0).float() == t).float().mean().item()
         else:
